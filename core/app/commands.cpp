@@ -1,0 +1,292 @@
+#include "commands.hpp"
+
+#include <boost/dll/runtime_symbol_info.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <mutex>
+#include <set>
+
+#include "embedded_config.hpp"
+#include "sightline/host/host.hpp"
+#include "sightline/host/result_json.hpp"
+
+namespace fs = std::filesystem;
+using namespace sightline;
+using namespace sightline::host;
+
+namespace sightline::app {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// A one-line progress bar on stderr: redrawn at most ten times a second on a terminal, a plain
+// line every 10% otherwise (logs, CI).
+class ProgressBar {
+public:
+    ProgressBar(std::string label, std::size_t total)
+        : label_(std::move(label)), total_(total), tty_(::isatty(STDERR_FILENO) != 0), start_(Clock::now()) {}
+    void update(std::size_t done) {
+        std::lock_guard lock(mutex_);
+        auto now = Clock::now();
+        bool last = done >= total_;
+        if (tty_) {
+            if (!last && now - drawn_ < std::chrono::milliseconds(100)) return;
+        } else {
+            std::size_t decile = total_ ? done * 10 / total_ : 10;
+            if (!last && decile == decile_) return;
+            decile_ = decile;
+        }
+        drawn_ = now;
+        double secs = std::chrono::duration<double>(now - start_).count();
+        double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
+        double eta = rate > 0 ? static_cast<double>(total_ - std::min(done, total_)) / rate : 0;
+        const int width = 30;
+        int filled = total_ ? static_cast<int>(width * done / total_) : width;
+        char line[256];
+        std::snprintf(line, sizeof line, "%s [%s%s] %zu/%zu  %.1f/s  eta %.0fs", label_.c_str(),
+                      std::string(static_cast<std::size_t>(filled), '#').c_str(),
+                      std::string(static_cast<std::size_t>(width - filled), '.').c_str(), done, total_, rate, eta);
+        std::cerr << (tty_ ? "\r" : "") << line << (tty_ && !last ? "" : "\n") << std::flush;
+    }
+
+private:
+    std::string label_;
+    std::size_t total_;
+    bool tty_;
+    Clock::time_point start_, drawn_{};
+    std::size_t decile_ = 11;
+    std::mutex mutex_;
+};
+
+bool is_image_file(const fs::path& p) {
+    std::string ext = p.extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+    return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".webp" || ext == ".bmp";
+}
+
+Bytes read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    if (!in) throw Error(ErrorCode::not_found, "cannot read " + p.string());
+    return Bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::unique_ptr<Host> make_host(const GlobalOptions& g) {
+    auto host = std::make_unique<Host>(load(g), fallback_plugin_paths());
+    if (!g.log_level.empty()) spdlog::set_level(spdlog::level::from_str(g.log_level));
+    return host;
+}
+
+}  // namespace
+
+std::vector<fs::path> fallback_plugin_paths() {
+    boost::system::error_code ec;
+    fs::path exe = boost::dll::program_location(ec).string();
+    if (ec) return {};
+    fs::path dir = exe.parent_path();
+    return {dir.parent_path() / "plugins", dir.parent_path() / "lib" / "sightline" / "plugins"};
+}
+
+LoadedConfig load(const GlobalOptions& g) {
+    LoadedConfig c;
+    if (!g.config.empty())
+        c = load_config_file(g.config);
+    else if (fs::exists("config/default.yaml"))
+        c = load_config_file("config/default.yaml");
+    else
+        c = load_config_text(kEmbeddedDefaultConfig, "<built-in default.yaml>");
+    for (const auto& o : g.overrides) apply_override(c, o);
+    if (!g.log_level.empty()) {
+        auto level = spdlog::level::from_str(g.log_level);
+        if (level == spdlog::level::off && g.log_level != "off")
+            throw Error(ErrorCode::invalid_argument, "--log-level: unknown level '" + g.log_level + "'");
+        spdlog::set_level(level);
+    }
+    return c;
+}
+
+int cmd_ingest(const GlobalOptions& g, const std::vector<std::string>& inputs, const std::string& id_from) {
+    std::vector<fs::path> files;
+    for (const auto& in : inputs) {
+        fs::path p(in);
+        std::error_code ec;
+        if (fs::is_directory(p, ec)) {
+            for (const auto& e : fs::recursive_directory_iterator(p, ec))
+                if (e.is_regular_file() && is_image_file(e.path())) files.push_back(e.path());
+        } else if (fs::is_regular_file(p, ec)) {
+            files.push_back(p);
+        } else {
+            throw Error(ErrorCode::not_found, "ingest: '" + in + "' is neither a file nor a directory");
+        }
+    }
+    std::sort(files.begin(), files.end());
+    if (files.empty()) throw Error(ErrorCode::not_found, "ingest: no images (jpg, png, webp, bmp) found");
+
+    auto host_ptr = make_host(g);
+    Host& host = *host_ptr;
+    auto& gallery = host.gallery();
+    struct Failure {
+        std::string file, reason;
+    };
+    std::vector<Failure> failures;
+    std::set<std::string> seen;
+    std::vector<std::pair<fs::path, std::string>> work;
+    for (const auto& f : files) {
+        std::string id = id_from == "name" ? f.filename().string() : f.stem().string();
+        if (auto why = invalid_id_reason(id)) {
+            failures.push_back({f.string(), "cannot be an item id: " + *why});
+            continue;
+        }
+        if (!seen.insert(id).second) {
+            failures.push_back({f.string(), "duplicate id '" + id + "' in this ingest"});
+            continue;
+        }
+        work.emplace_back(f, id);
+    }
+
+    std::vector<std::string> pipelines = host.pipeline_names();
+    ProgressBar bar("ingest", work.size());
+    std::atomic<std::size_t> done{0};
+    auto t0 = Clock::now();
+    std::vector<std::future<void>> futures;
+    for (const auto& [file, id] : work) {
+        futures.push_back(host.workers().submit([&, file = file, id = id] {
+            struct Tick {
+                ProgressBar& bar;
+                std::atomic<std::size_t>& done;
+                ~Tick() { bar.update(++done); }
+            } tick{bar, done};
+            Bytes image = read_file(file);
+            std::string metadata = "{}";
+            fs::path sidecar = fs::path(file).replace_extension(".json");
+            if (fs::exists(sidecar)) {
+                Bytes m = read_file(sidecar);
+                metadata.assign(m.begin(), m.end());
+                if (nlohmann::json::parse(metadata, nullptr, false).is_discarded())
+                    throw Error(ErrorCode::invalid_argument, sidecar.string() + " is not valid JSON");
+            }
+            // Extract first: an image that cannot be decoded never enters the gallery.
+            std::vector<FeatureRecord> records;
+            for (const auto& name : pipelines) records.push_back(host.pipeline(name).extract_item(id, image));
+            gallery.put(id, image, metadata);
+            for (const auto& r : records) gallery.put_record(r.signature, id, encode_record(r));
+        }));
+    }
+    for (std::size_t i = 0; i < futures.size(); ++i) {
+        try {
+            futures[i].get();
+        } catch (const std::exception& e) {
+            failures.push_back({work[i].first.string(), e.what()});
+        }
+    }
+    double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::size_t ok = work.size() - (failures.size() - (files.size() - work.size()));
+    std::printf("ingested %zu of %zu images in %.2f s (%.1f images/s) into %s; %zu failed\n", ok, files.size(), secs,
+                secs > 0 ? static_cast<double>(ok) / secs : 0.0, "the gallery", failures.size());
+    for (const auto& f : failures) std::printf("  failed: %s: %s\n", f.file.c_str(), f.reason.c_str());
+    std::printf("gallery now holds %zu items\n", gallery.ids().size());
+    return failures.empty() ? 0 : 1;
+}
+
+int cmd_query(const GlobalOptions& g, const std::vector<std::string>& images, const std::string& pipeline_name,
+              bool pretty) {
+    auto host_ptr = make_host(g);
+    Host& host = *host_ptr;
+    auto& pipeline = host.pipeline(pipeline_name);
+    std::size_t total = host.gallery().ids().size();
+    ProgressBar bar("loading gallery", total);
+    pipeline.load(host.gallery(), &host.workers(), [&](std::size_t d, std::size_t) { bar.update(d); });
+    if (pipeline.size() == 0)
+        spdlog::warn("the gallery is empty: nothing can match (add images with `sightline ingest DIR`)");
+    int status = 0;
+    std::size_t n = 0;
+    for (const auto& path : images) {
+        Request req;
+        req.id = "q" + std::to_string(++n);
+        req.deadline = Clock::now() + host.limits().request_timeout;
+        nlohmann::json out;
+        try {
+            req.image = read_file(path);
+            out = to_json(pipeline.recognize(req));
+        } catch (const Error& e) {
+            Result r;
+            r.request_id = req.id;
+            r.error = ErrorInfo{to_string(e.code()), e.what()};
+            out = to_json(r);
+        }
+        if (out.contains("error")) status = 1;
+        nlohmann::json line{{"image", path}};
+        line.update(out);
+        std::cout << line.dump(pretty ? 2 : -1) << "\n";
+    }
+    return status;
+}
+
+int cmd_plugins(const GlobalOptions& g) {
+    auto config = load(g);
+    PluginRegistry registry(plugin_paths(config, fallback_plugin_paths()));
+    registry.load_all();
+    std::printf("%-10s %-12s %-8s %s\n", "KIND", "NAME", "VERSION", "FILE");
+    for (const auto& p : registry.plugins())
+        std::printf("%-10s %-12s %-8s %s\n", to_string(p.manifest->kind), p.manifest->name, p.manifest->plugin_version,
+                    p.file.c_str());
+    for (const auto& r : registry.refused()) std::printf("refused: %s\n", r.reason.c_str());
+    if (registry.plugins().empty()) {
+        std::fprintf(stderr, "no plugins found in:");
+        for (const auto& p : registry.search_paths()) std::fprintf(stderr, " %s", p.c_str());
+        std::fprintf(stderr, "\n");
+        return 1;
+    }
+    return 0;
+}
+
+int cmd_plugins_describe(const GlobalOptions& g, const std::string& full_name) {
+    auto config = load(g);
+    PluginRegistry registry(plugin_paths(config, fallback_plugin_paths()));
+    registry.load_all();
+    for (const auto& p : registry.plugins()) {
+        if (p.full_name() != full_name && p.manifest->name != full_name) continue;
+        std::printf("%s %s: %s\n  file: %s\n  keys:\n", p.full_name().c_str(), p.manifest->plugin_version,
+                    p.manifest->description, p.file.c_str());
+        for (const auto& k : p.schema()) {
+            std::string bounds;
+            if (!std::isinf(k.min) || !std::isinf(k.max)) {
+                std::ostringstream s;
+                s << " [" << (std::isinf(k.min) ? std::string("-inf") : std::to_string(k.min).substr(0, 8)) << ", "
+                  << (std::isinf(k.max) ? std::string("inf") : std::to_string(k.max).substr(0, 8)) << "]";
+                bounds = s.str();
+            }
+            std::printf("    %-18s %-14s %s%s%s%s\n      %s\n", k.name, to_string(k.type),
+                        k.required ? "required" : (std::string("default ") + (k.default_value ? k.default_value : "none")).c_str(),
+                        bounds.c_str(), k.choices ? " one of " : "", k.choices ? k.choices : "", k.description);
+        }
+        return 0;
+    }
+    std::fprintf(stderr, "sightline: no plugin named '%s' (see `sightline plugins`)\n", full_name.c_str());
+    return 1;
+}
+
+int cmd_config_check(const GlobalOptions& g, const std::string& file) {
+    GlobalOptions opts = g;
+    if (!file.empty()) opts.config = file;
+    auto config = load(opts);
+    PluginRegistry registry(plugin_paths(config, fallback_plugin_paths()));
+    registry.load_all();
+    auto errors = check_config(config, registry);
+    if (errors.empty()) {
+        std::printf("%s: OK\n", config.file.c_str());
+        return 0;
+    }
+    for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.c_str());
+    std::fprintf(stderr, "%s: %zu problem%s\n", config.file.c_str(), errors.size(), errors.size() == 1 ? "" : "s");
+    return 1;
+}
+
+}  // namespace sightline::app

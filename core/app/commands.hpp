@@ -1,0 +1,25 @@
+#pragma once
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "sightline/host/config_loader.hpp"
+
+namespace sightline::app {
+
+struct GlobalOptions {
+    std::string config;               // empty: config/default.yaml if present, else the embedded default
+    std::vector<std::string> overrides;
+    std::string log_level;
+};
+
+host::LoadedConfig load(const GlobalOptions& options);
+std::vector<std::filesystem::path> fallback_plugin_paths();
+
+int cmd_ingest(const GlobalOptions& g, const std::vector<std::string>& inputs, const std::string& id_from);
+int cmd_query(const GlobalOptions& g, const std::vector<std::string>& images, const std::string& pipeline, bool pretty);
+int cmd_plugins(const GlobalOptions& g);
+int cmd_plugins_describe(const GlobalOptions& g, const std::string& name);
+int cmd_config_check(const GlobalOptions& g, const std::string& file);
+
+}  // namespace sightline::app

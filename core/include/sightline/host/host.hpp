@@ -1,0 +1,73 @@
+#pragma once
+#include <spdlog/logger.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sightline/host/config_loader.hpp"
+#include "sightline/host/gallery.hpp"
+#include "sightline/host/metrics_registry.hpp"
+#include "sightline/host/pipeline.hpp"
+#include "sightline/host/plugin_registry.hpp"
+#include "sightline/host/worker_pool.hpp"
+
+namespace sightline::host {
+
+struct Limits {
+    std::uint64_t max_body_bytes = 20'000'000;
+    std::uint64_t max_pixels = 50'000'000;
+    std::size_t queue = 64;
+    std::chrono::milliseconds request_timeout{5000};
+    std::size_t workers = 0;  // 0: one per core
+};
+
+// Every error in a config, each with file:line, or empty. Loads plugins to read their schemas but
+// constructs nothing.
+std::vector<std::string> check_config(const LoadedConfig& config, const PluginRegistry& registry);
+
+// The plugin search path: plugins.paths from the config, then `fallback` (the directory next to the
+// executable), so the embedded default works from any working directory.
+std::vector<std::filesystem::path> plugin_paths(const LoadedConfig& config,
+                                                const std::vector<std::filesystem::path>& fallback);
+
+// The running system built from a config: plugin registry, storages, gallery, pipelines, workers.
+// Members are declared so that destruction runs in the required order: workers stop, pipelines and
+// plugin objects go, and the registry (the libraries) goes last.
+class Host {
+public:
+    Host(LoadedConfig config, std::vector<std::filesystem::path> fallback_plugin_paths = {});
+    ~Host();
+
+    PluginRegistry& registry() { return *registry_; }
+    MetricsRegistry& metrics() { return metrics_; }
+    Gallery& gallery() { return *gallery_; }
+    WorkerPool& workers() { return *workers_; }
+    const Limits& limits() const { return limits_; }
+    const LoadedConfig& config() const { return config_; }
+    std::shared_ptr<Storage> storage(const std::string& name) const;
+
+    Pipeline& pipeline(const std::string& name = {});
+    std::vector<std::string> pipeline_names() const;
+    const std::string& default_pipeline() const { return default_pipeline_; }
+
+    // Fills every pipeline's index from the gallery (records where valid, extraction otherwise).
+    void load_gallery(const Pipeline::Progress& progress = {});
+
+private:
+    LoadedConfig config_;
+    std::unique_ptr<PluginRegistry> registry_;
+    MetricsRegistry metrics_;
+    Limits limits_;
+    std::map<std::string, std::shared_ptr<Storage>> storages_;
+    std::unique_ptr<Gallery> gallery_;
+    std::map<std::string, std::unique_ptr<Pipeline>> pipelines_;
+    std::string default_pipeline_;
+    std::unique_ptr<WorkerPool> workers_;
+};
+
+std::shared_ptr<spdlog::logger> make_logger(const std::string& name);
+
+}  // namespace sightline::host

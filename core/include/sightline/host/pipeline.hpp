@@ -1,0 +1,93 @@
+#pragma once
+#include <spdlog/logger.h>
+#include <sightline/features.hpp>
+#include <sightline/index.hpp>
+#include <sightline/result.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+
+#include "sightline/host/decode.hpp"
+#include "sightline/host/feature_record.hpp"
+#include "sightline/host/gallery.hpp"
+#include "sightline/host/metrics_registry.hpp"
+
+namespace sightline::host {
+
+class WorkerPool;
+
+struct VerifyParams {
+    std::size_t candidates = 8;         // how many index candidates get a RANSAC check
+    int min_inliers = 15;               // accept only with at least this many inliers
+    double min_inlier_ratio = 0.2;      // ... and at least this share of the candidate's matches
+    double reprojection_error = 5.0;    // RANSAC threshold, working-size pixels
+    double min_area = 0.002;            // projected outline, as a share of the query image area
+    double max_scale_change = 8.0;      // sqrt(area ratio) of outline vs. reference, either way
+    double max_aspect_change = 4.0;     // outline aspect vs. reference aspect, either way
+    double max_side_ratio = 5.0;        // longest/shortest pair of opposite sides (perspective)
+};
+
+struct PipelineSettings {
+    int working_size = 800;        // long side of the image that features are extracted from
+    std::size_t max_matches = 5;   // how many verified objects a result may list
+    VerifyParams verify;
+    DecodeLimits limits;
+};
+
+// decode → normalise → extract → search → verify, for one extractor and one index; plus the
+// gallery side: the index is filled from feature records, computing only what is missing.
+class Pipeline {
+public:
+    Pipeline(std::string name, std::shared_ptr<FeatureExtractor> extractor, std::shared_ptr<Index> index,
+             PipelineSettings settings, std::shared_ptr<spdlog::logger> logger, MetricsRegistry* metrics);
+
+    const std::string& name() const { return name_; }
+    const std::string& signature() const { return signature_; }
+    const PipelineSettings& settings() const { return settings_; }
+    std::size_t size() const { return index_->size(); }
+
+    struct LoadStats {
+        std::size_t loaded = 0, computed = 0, damaged = 0, failed = 0;
+    };
+    using Progress = std::function<void(std::size_t done, std::size_t total)>;
+    // Fills the index from the gallery: stored records under this signature are used as they are;
+    // missing, damaged or foreign-signature ones are recomputed and stored.
+    LoadStats load(Gallery& gallery, WorkerPool* pool = nullptr, const Progress& progress = {});
+    // Indexes one item (its record is reused if valid, else computed and stored).
+    void add(Gallery& gallery, const std::string& id);
+    bool remove(const std::string& id);
+
+    // Features of a reference image at working size.
+    FeatureRecord extract_item(const std::string& id, std::span<const std::uint8_t> image) const;
+
+    // Never throws: a failure is reported in Result::error.
+    Result recognize(const Request& request) const;
+    // Throws Error on bad input; the result lists matches best first.
+    Result recognize_or_throw(const Request& request) const;
+
+private:
+    struct ItemInfo {
+        cv::Size size;
+        std::string metadata;
+    };
+    enum class RecordState { loaded, computed, damaged_recomputed };
+    RecordState ensure_indexed(Gallery& gallery, const std::string& id);
+    std::optional<Match> verify(const Candidate& c, const cv::Size& query_size, double to_original) const;
+
+    std::string name_;
+    std::shared_ptr<FeatureExtractor> extractor_;
+    std::shared_ptr<Index> index_;
+    PipelineSettings settings_;
+    std::shared_ptr<spdlog::logger> log_;
+    std::string signature_;
+    mutable std::shared_mutex items_mutex_;
+    std::map<std::string, ItemInfo> items_;
+    Histogram* stage_hist_[5] = {};
+    Counter* recognitions_ = nullptr;
+    Counter* matched_ = nullptr;
+};
+
+}  // namespace sightline::host

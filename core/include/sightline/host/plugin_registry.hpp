@@ -1,0 +1,66 @@
+#pragma once
+#include <boost/dll/shared_library.hpp>
+#include <sightline/plugin.hpp>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <deque>
+#include <vector>
+
+namespace sightline::host {
+
+struct LoadedPlugin {
+    std::filesystem::path file;
+    std::shared_ptr<boost::dll::shared_library> library;
+    const PluginManifest* manifest = nullptr;
+
+    std::string full_name() const;  // "features-orb"
+    ConfigSchema schema() const { return {manifest->config_keys, manifest->config_key_count}; }
+};
+
+struct RefusedPlugin {
+    std::filesystem::path file;
+    std::string reason;
+};
+
+// "libsightline_features_orb.so" for (features, "orb").
+std::string plugin_file_name(PluginKind kind, const std::string& name);
+
+// Owns every plugin library. Libraries are loaded once, from one thread, and none is unloaded
+// while the registry lives; every object it creates also holds its library.
+class PluginRegistry {
+public:
+    explicit PluginRegistry(std::vector<std::filesystem::path> search_paths);
+
+    // Loads every libsightline_*.so in the search paths. A library that cannot be used is kept in
+    // refused() with the reason, so asking for it later explains why it is missing.
+    void load_all();
+    // Loads one file and checks its manifest; throws Error naming the file on refusal.
+    const LoadedPlugin& load_file(const std::filesystem::path& file);
+
+    const LoadedPlugin* find(PluginKind kind, const std::string& name) const;
+    // Like find, but throws an Error that lists what is available and where it looked.
+    const LoadedPlugin& get(PluginKind kind, const std::string& name) const;
+    const std::deque<LoadedPlugin>& plugins() const { return plugins_; }
+    const std::vector<RefusedPlugin>& refused() const { return refused_; }
+    const std::vector<std::filesystem::path>& search_paths() const { return paths_; }
+
+    // Calls the plugin's factory; the result keeps the library loaded for as long as it lives.
+    template <PluginKind K> std::shared_ptr<kind_base_t<K>> create(const LoadedPlugin& plugin, Context& context) const {
+        auto holder = create_plugin(plugin, K, context);
+        auto* typed = dynamic_cast<kind_base_t<K>*>(holder.get());
+        if (!typed)
+            throw Error(ErrorCode::internal, plugin.file.string() + ": factory returned an object of the wrong kind");
+        return std::shared_ptr<kind_base_t<K>>(holder, typed);
+    }
+
+private:
+    std::shared_ptr<Plugin> create_plugin(const LoadedPlugin& plugin, PluginKind kind, Context& context) const;
+
+    std::vector<std::filesystem::path> paths_;
+    std::deque<LoadedPlugin> plugins_;
+    std::vector<RefusedPlugin> refused_;
+};
+
+}  // namespace sightline::host

@@ -1,0 +1,131 @@
+#include "sightline/host/gallery.hpp"
+
+#include <nlohmann/json.hpp>
+#include <sightline/serialize.hpp>
+
+#include <cstdio>
+
+#include "sightline/host/decode.hpp"
+
+namespace sightline::host {
+
+namespace {
+const char* const kImageExtensions[] = {"jpg", "png", "webp", "bmp"};
+
+std::string extension_for(const std::string& format) { return format == "jpeg" ? "jpg" : format; }
+
+std::string signature_dir(const std::string& signature) {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx",
+                  static_cast<unsigned long long>(fnv1a64(signature.data(), signature.size())));
+    return buf;
+}
+
+std::string with_slash(std::string prefix) {
+    if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+    return prefix;
+}
+}  // namespace
+
+std::optional<std::string> invalid_id_reason(const std::string& id) {
+    if (id.empty()) return "the id is empty";
+    if (id.size() > 128) return "the id is longer than 128 characters";
+    if (id[0] == '.') return "the id starts with '.'";
+    for (char c : id)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
+            return std::string("the id contains '") + (c >= 32 && c < 127 ? std::string(1, c) : std::string("?")) +
+                   "' (allowed: A-Z a-z 0-9 . _ -)";
+    return std::nullopt;
+}
+
+void check_id(const std::string& id) {
+    if (auto why = invalid_id_reason(id)) throw Error(ErrorCode::invalid_argument, "invalid item id: " + *why);
+}
+
+Gallery::Gallery(std::shared_ptr<Storage> storage, std::string images_prefix, std::string features_prefix)
+    : storage_(std::move(storage)), images_(with_slash(images_prefix)), features_(with_slash(features_prefix)) {}
+
+std::vector<std::string> Gallery::ids() const {
+    std::vector<std::string> out;
+    for (const auto& key : storage_->list(images_)) {
+        std::string name = key.substr(images_.size());
+        auto dot = name.rfind('.');
+        if (dot == std::string::npos || name.find('/') != std::string::npos) continue;
+        std::string ext = name.substr(dot + 1);
+        for (const char* e : kImageExtensions)
+            if (ext == e) {
+                out.push_back(name.substr(0, dot));
+                break;
+            }
+    }
+    return out;
+}
+
+std::optional<std::string> Gallery::image_key(const std::string& id) const {
+    for (const char* e : kImageExtensions) {
+        std::string key = images_ + id + "." + e;
+        if (storage_->exists(key)) return key;
+    }
+    return std::nullopt;
+}
+
+bool Gallery::contains(const std::string& id) const { return invalid_id_reason(id) ? false : image_key(id).has_value(); }
+
+std::optional<Bytes> Gallery::image(const std::string& id) const {
+    check_id(id);
+    auto key = image_key(id);
+    if (!key) return std::nullopt;
+    return storage_->get(*key);
+}
+
+std::string Gallery::metadata(const std::string& id) const {
+    check_id(id);
+    auto bytes = storage_->get(images_ + id + ".json");
+    if (!bytes) return "{}";
+    return std::string(bytes->begin(), bytes->end());
+}
+
+void Gallery::put(const std::string& id, std::span<const std::uint8_t> image, const std::string& metadata_json) {
+    check_id(id);
+    auto header = probe_image(image);
+    auto parsed = nlohmann::json::parse(metadata_json.empty() ? "{}" : metadata_json, nullptr, false);
+    if (parsed.is_discarded() || !parsed.is_object())
+        throw Error(ErrorCode::invalid_argument, "metadata for item '" + id + "' is not a JSON object");
+    std::string key = images_ + id + "." + extension_for(header.format);
+    // Metadata first: an item becomes visible through its image, and then its metadata is there.
+    std::string meta = parsed.dump();
+    storage_->put(images_ + id + ".json", std::span(reinterpret_cast<const std::uint8_t*>(meta.data()), meta.size()));
+    storage_->put(key, image);
+    for (const char* e : kImageExtensions) {
+        std::string other = images_ + id + "." + e;
+        if (other != key) storage_->remove(other);
+    }
+}
+
+bool Gallery::remove(const std::string& id) {
+    check_id(id);
+    bool removed = false;
+    for (const char* e : kImageExtensions) removed |= storage_->remove(images_ + id + "." + e);
+    storage_->remove(images_ + id + ".json");
+    for (const auto& key : storage_->list(features_)) {
+        auto slash = key.rfind('/');
+        if (slash != std::string::npos && key.substr(slash + 1) == id + ".rec") storage_->remove(key);
+    }
+    return removed;
+}
+
+std::string Gallery::record_key(const std::string& signature, const std::string& id) const {
+    return features_ + signature_dir(signature) + "/" + id + ".rec";
+}
+
+std::optional<Bytes> Gallery::record(const std::string& signature, const std::string& id) const {
+    check_id(id);
+    return storage_->get(record_key(signature, id));
+}
+
+void Gallery::put_record(const std::string& signature, const std::string& id, std::span<const std::uint8_t> bytes) {
+    check_id(id);
+    storage_->put(record_key(signature, id), bytes);
+}
+
+}  // namespace sightline::host
