@@ -1,5 +1,6 @@
 // The `sightline` command line: ingest, query, plugins, config check.
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <iostream>
@@ -10,10 +11,12 @@ int main(int argc, char** argv) {
     using namespace sightline::app;
     CLI::App app{"sightline: recognise gallery items (posters, covers, artworks) in photos"};
     app.require_subcommand(1);
+    app.fallthrough();  // global options may follow the subcommand
     GlobalOptions g;
     app.add_option("-c,--config", g.config, "config file (default: config/default.yaml, else the built-in default)");
     app.add_option("--set", g.overrides, "override a config value: --set pipelines.orb.features.max_features=2000")
-        ->take_all();
+        ->allow_extra_args(false)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     app.add_option("--log-level", g.log_level, "trace, debug, info, warn, error or off (overrides logging.level)");
 
     std::vector<std::string> inputs;
@@ -43,6 +46,8 @@ int main(int argc, char** argv) {
     check->add_option("file", check_file, "config file (default: --config)");
 
     CLI11_PARSE(app, argc, argv);
+    // stdout carries results (JSON); logs go to stderr.
+    spdlog::set_default_logger(spdlog::stderr_color_mt("sightline"));
     try {
         if (*ingest) return cmd_ingest(g, inputs, id_from);
         if (*query) return cmd_query(g, images, pipeline, pretty);

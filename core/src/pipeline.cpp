@@ -150,12 +150,17 @@ bool Pipeline::remove(const std::string& id) {
 
 std::optional<Match> Pipeline::verify(const Candidate& c, const cv::Size& query_size, double to_original) const {
     const auto& v = settings_.verify;
-    if (c.correspondences.size() < static_cast<std::size_t>(std::max(4, v.min_inliers))) return std::nullopt;
+    auto reject = [&](const char* why) -> std::optional<Match> {
+        log_->debug("candidate {} ({} correspondences) rejected: {}", c.id, c.correspondences.size(), why);
+        return std::nullopt;
+    };
+    if (c.correspondences.size() < static_cast<std::size_t>(std::max(4, v.min_inliers)))
+        return reject("fewer correspondences than min_inliers");
     ItemInfo info;
     {
         std::shared_lock lock(items_mutex_);
         auto it = items_.find(c.id);
-        if (it == items_.end()) return std::nullopt;  // removed meanwhile
+        if (it == items_.end()) return reject("removed meanwhile");
         info = it->second;
     }
     std::vector<cv::Point2f> src, dst;
@@ -167,36 +172,36 @@ std::optional<Match> Pipeline::verify(const Candidate& c, const cv::Size& query_
     }
     std::vector<unsigned char> mask;
     cv::Mat H = cv::findHomography(src, dst, cv::RANSAC, v.reprojection_error, mask, 2000, 0.995);
-    if (H.empty()) return std::nullopt;
+    if (H.empty()) return reject("no homography");
     int inliers = cv::countNonZero(mask);
     double ratio = static_cast<double>(inliers) / static_cast<double>(c.correspondences.size());
-    if (inliers < v.min_inliers || ratio < v.min_inlier_ratio) return std::nullopt;
+    if (inliers < v.min_inliers || ratio < v.min_inlier_ratio) return reject("too few inliers");
 
     // Reject homographies that no photo of a flat object could produce.
     const float w = static_cast<float>(info.size.width), h = static_cast<float>(info.size.height);
     std::vector<cv::Point2f> ref{{0, 0}, {w, 0}, {w, h}, {0, h}}, quad;
     cv::perspectiveTransform(ref, quad, H);
     for (const auto& p : quad)
-        if (!std::isfinite(p.x) || !std::isfinite(p.y)) return std::nullopt;
+        if (!std::isfinite(p.x) || !std::isfinite(p.y)) return reject("outline at infinity");
     // A perspective image of a plane stays on one side of the horizon: all denominators positive.
     for (const auto& p : ref) {
         double den = H.at<double>(2, 0) * p.x + H.at<double>(2, 1) * p.y + H.at<double>(2, 2);
-        if (den <= 0) return std::nullopt;
+        if (den <= 0) return reject("outline crosses the horizon");
     }
-    if (!cv::isContourConvex(quad)) return std::nullopt;  // also rejects self-crossing outlines
+    if (!cv::isContourConvex(quad)) return reject("outline not convex");  // also self-crossing ones
     const double area = std::abs(cv::contourArea(quad));
     const double query_area = static_cast<double>(query_size.area());
-    if (area < v.min_area * query_area) return std::nullopt;
+    if (area < v.min_area * query_area) return reject("outline too small");
     const double scale = std::sqrt(area / (static_cast<double>(w) * h));
-    if (scale > v.max_scale_change || scale < 1.0 / v.max_scale_change) return std::nullopt;
+    if (scale > v.max_scale_change || scale < 1.0 / v.max_scale_change) return reject("scale change too large");
     const double top = side(quad[0], quad[1]), right = side(quad[1], quad[2]), bottom = side(quad[2], quad[3]),
                  left = side(quad[3], quad[0]);
-    if (std::min({top, right, bottom, left}) < 1e-3) return std::nullopt;
+    if (std::min({top, right, bottom, left}) < 1e-3) return reject("degenerate outline");
     if (std::max(top, bottom) / std::min(top, bottom) > v.max_side_ratio ||
         std::max(left, right) / std::min(left, right) > v.max_side_ratio)
-        return std::nullopt;
+        return reject("perspective too extreme");
     const double aspect = ((top + bottom) / (left + right)) / (static_cast<double>(w) / h);
-    if (aspect > v.max_aspect_change || aspect < 1.0 / v.max_aspect_change) return std::nullopt;
+    if (aspect > v.max_aspect_change || aspect < 1.0 / v.max_aspect_change) return reject("aspect change too large");
 
     Match m;
     m.id = c.id;

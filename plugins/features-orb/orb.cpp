@@ -2,6 +2,7 @@
 #include <opencv2/features2d.hpp>
 #include <sightline/plugin.hpp>
 
+#include <algorithm>
 #include <array>
 #include <sstream>
 
@@ -15,7 +16,7 @@ public:
     static constexpr const char* version = "1.0.0";
     static constexpr const char* description = "OpenCV ORB keypoints with 256-bit rBRIEF descriptors";
     static sightline::ConfigSchema config_schema() {
-        static const std::array<ConfigKey, 7> keys{{
+        static const std::array<ConfigKey, 9> keys{{
             {.name = "max_features", .type = ConfigType::integer, .default_value = "1000", .min = 1, .max = 100000,
              .description = "keep at most this many keypoints, strongest first"},
             {.name = "scale_factor", .type = ConfigType::number, .default_value = "1.2", .min = 1.01, .max = 2.0,
@@ -30,6 +31,11 @@ public:
              .description = "size of the patch the descriptor samples"},
             {.name = "score_type", .type = ConfigType::string, .default_value = "harris", .choices = "harris|fast",
              .description = "how keypoints are ranked"},
+            {.name = "grid", .type = ConfigType::integer, .default_value = "1", .min = 1, .max = 64,
+             .description = "keep the strongest keypoints per cell of a grid x grid layout, so a textured "
+                            "background cannot take every keypoint from the object (1: strongest overall)"},
+            {.name = "oversample", .type = ConfigType::number, .default_value = "4", .min = 1, .max = 20,
+             .description = "with grid > 1, detect this many times max_features candidates before spreading them"},
         }};
         return keys;
     }
@@ -43,6 +49,8 @@ public:
         fast_threshold_ = static_cast<int>(c.get_int("fast_threshold"));
         patch_size_ = static_cast<int>(c.get_int("patch_size"));
         score_type_ = c.get_string("score_type");
+        grid_ = static_cast<int>(c.get_int("grid"));
+        oversample_ = c.get_double("oversample");
         if (edge_threshold_ < patch_size_ / 2)
             throw sightline::Error(sightline::ErrorCode::invalid_argument,
                                    c.where("edge_threshold") + ": " + c.key_path("edge_threshold") +
@@ -55,11 +63,46 @@ public:
     sightline::Features extract(const cv::Mat& gray) const override {
         sightline::Features f;
         if (gray.empty()) return f;
-        auto orb = cv::ORB::create(max_features_, static_cast<float>(scale_factor_), levels_, edge_threshold_, 0, 2,
+        const int candidates = grid_ > 1 ? static_cast<int>(max_features_ * oversample_) : max_features_;
+        auto orb = cv::ORB::create(candidates, static_cast<float>(scale_factor_), levels_, edge_threshold_, 0, 2,
                                    score_type_ == "fast" ? cv::ORB::FAST_SCORE : cv::ORB::HARRIS_SCORE,
                                    patch_size_, fast_threshold_);
-        orb->detectAndCompute(gray, cv::noArray(), f.keypoints, f.descriptors);
+        if (grid_ <= 1) {
+            orb->detectAndCompute(gray, cv::noArray(), f.keypoints, f.descriptors);
+            return f;
+        }
+        std::vector<cv::KeyPoint> all;
+        orb->detect(gray, all);
+        f.keypoints = spread(all, gray.size());
+        orb->compute(gray, f.keypoints, f.descriptors);
         return f;
+    }
+
+    // Round-robin over the cells, strongest first in each, until max_features are kept: every cell
+    // gets an equal share and cells with few keypoints leave their share to the others.
+    std::vector<cv::KeyPoint> spread(std::vector<cv::KeyPoint>& all, cv::Size size) const {
+        if (static_cast<int>(all.size()) <= max_features_) return all;
+        std::vector<std::vector<cv::KeyPoint>> cells(static_cast<std::size_t>(grid_ * grid_));
+        for (const auto& k : all) {
+            int cx = std::clamp(static_cast<int>(k.pt.x * grid_ / size.width), 0, grid_ - 1);
+            int cy = std::clamp(static_cast<int>(k.pt.y * grid_ / size.height), 0, grid_ - 1);
+            cells[static_cast<std::size_t>(cy * grid_ + cx)].push_back(k);
+        }
+        for (auto& c : cells)
+            std::stable_sort(c.begin(), c.end(), [](const auto& a, const auto& b) { return a.response > b.response; });
+        std::vector<cv::KeyPoint> kept;
+        kept.reserve(static_cast<std::size_t>(max_features_));
+        for (std::size_t rank = 0; static_cast<int>(kept.size()) < max_features_; ++rank) {
+            bool any = false;
+            for (const auto& c : cells) {
+                if (rank >= c.size()) continue;
+                any = true;
+                kept.push_back(c[rank]);
+                if (static_cast<int>(kept.size()) == max_features_) break;
+            }
+            if (!any) break;
+        }
+        return kept;
     }
 
     sightline::DescriptorInfo descriptor_info() const override { return sightline::DescriptorInfo::binary(32); }
@@ -68,7 +111,8 @@ public:
         std::ostringstream s;
         s << "orb:v1;opencv=" << CV_VERSION_MAJOR << "." << CV_VERSION_MINOR << ";max_features=" << max_features_
           << ";scale_factor=" << scale_factor_ << ";levels=" << levels_ << ";edge_threshold=" << edge_threshold_
-          << ";fast_threshold=" << fast_threshold_ << ";patch_size=" << patch_size_ << ";score=" << score_type_;
+          << ";fast_threshold=" << fast_threshold_ << ";patch_size=" << patch_size_ << ";score=" << score_type_
+          << ";grid=" << grid_ << ";oversample=" << oversample_;
         return s.str();
     }
 
@@ -80,6 +124,8 @@ private:
     int fast_threshold_ = 20;
     int patch_size_ = 31;
     std::string score_type_;
+    int grid_ = 1;
+    double oversample_ = 4;
 };
 
 }  // namespace

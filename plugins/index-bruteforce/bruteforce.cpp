@@ -23,6 +23,38 @@ struct Item {
     cv::Mat descriptors;
 };
 
+// For each query row, the two smallest Hamming distances to rows of `gallery` and the index of the
+// nearest. Rows are whole 64-bit words for ORB-like descriptors; the popcnt clone is chosen at load
+// time on CPUs that have the instruction.
+__attribute__((target_clones("popcnt", "default"))) void hamming_top2(const cv::Mat& query, const cv::Mat& gallery,
+                                                                       cv::Mat& dist, cv::Mat& idx) {
+    const int words = query.cols / 8;
+    dist.create(query.rows, 2, CV_32F);
+    idx.create(query.rows, 2, CV_32S);
+    for (int r = 0; r < query.rows; ++r) {
+        const auto* q = reinterpret_cast<const std::uint64_t*>(query.ptr(r));
+        int d1 = std::numeric_limits<int>::max(), d2 = d1, i1 = -1;
+        for (int g = 0; g < gallery.rows; ++g) {
+            const auto* x = reinterpret_cast<const std::uint64_t*>(gallery.ptr(g));
+            int d = 0;
+            for (int w = 0; w < words; ++w) d += __builtin_popcountll(q[w] ^ x[w]);
+            if (d < d2) {
+                if (d < d1) {
+                    d2 = d1;
+                    d1 = d;
+                    i1 = g;
+                } else {
+                    d2 = d;
+                }
+            }
+        }
+        dist.at<float>(r, 0) = static_cast<float>(d1);
+        dist.at<float>(r, 1) = static_cast<float>(d2);
+        idx.at<int>(r, 0) = i1;
+        idx.at<int>(r, 1) = gallery.rows > 1 ? -2 : -1;  // second neighbour's row is never needed
+    }
+}
+
 // Searches read an immutable snapshot; a change builds a new list of item pointers (cheap) and
 // swaps it in, so an add never waits for running searches and searches never see half an item.
 using Snapshot = std::vector<std::shared_ptr<const Item>>;
@@ -95,6 +127,11 @@ public:
                 if (item.descriptors.empty() || item.descriptors.type() != q.type() ||
                     item.descriptors.cols != q.cols)
                     continue;
+                if (norm == cv::NORM_HAMMING && q.cols % 8 == 0 && q.isContinuous() &&
+                    item.descriptors.isContinuous()) {
+                    hamming_top2(q, item.descriptors, dist[i], idx[i]);
+                    continue;
+                }
                 int kk = std::min(2, item.descriptors.rows);
                 cv::Mat d;
                 cv::batchDistance(q, item.descriptors, d, norm == cv::NORM_HAMMING ? CV_32S : CV_32F, idx[i], norm,
@@ -115,7 +152,7 @@ public:
                 const int* ix = idx[i].ptr<int>(r);
                 Best& b = best[static_cast<std::size_t>(r)];
                 for (int c = 0; c < dist[i].cols; ++c) {
-                    if (ix[c] < 0) continue;
+                    if (ix[c] == -1) continue;
                     if (d[c] < b.d1) {
                         b.d2 = b.d1;
                         b.d1 = d[c];

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The main job on the embedded default config: install what is missing, build, ingest the demo
+# gallery (examples/gallery) and recognise the demo queries, comparing with their known answers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh -DSIGHTLINE_BUILD_TESTS=OFF
+bin=${BUILD_DIR:-build}/bin/sightline
+export SIGHTLINE_DATA=${SIGHTLINE_DATA:-data/demo}
+
+echo "==> sightline ingest examples/gallery/images   (gallery under $SIGHTLINE_DATA)"
+"$bin" ingest examples/gallery/images
+echo "==> sightline query examples/gallery/queries/*.jpg"
+"$bin" --log-level warn query examples/gallery/queries/*.jpg | tee "${BUILD_DIR:-build}/demo-results.jsonl" |
+  cut -c1-200
+echo "==> compared with examples/gallery/queries/truth.tsv"
+correct=0; total=0
+while IFS=$'\t' read -r file truth; do
+  [ -z "$file" ] && continue
+  total=$((total + 1))
+  line=$(grep -F "\"image\":\"examples/gallery/queries/$file\"" "${BUILD_DIR:-build}/demo-results.jsonl" || true)
+  answer=$(printf '%s' "$line" | sed -n 's/.*"matches":\[{"id":"\([^"]*\)".*/\1/p')
+  [ -z "$answer" ] && answer="-"
+  mark="wrong"; [ "$answer" = "$truth" ] && { mark="ok"; correct=$((correct + 1)); }
+  printf '  %-16s truth %-12s answer %-12s %s\n' "$file" "$truth" "$answer" "$mark"
+done < examples/gallery/queries/truth.tsv
+echo "$correct of $total demo queries answered correctly"
