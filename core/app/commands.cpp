@@ -259,8 +259,11 @@ int cmd_plugins_describe(const GlobalOptions& g, const std::string& full_name) {
             std::string bounds;
             if (!std::isinf(k.min) || !std::isinf(k.max)) {
                 std::ostringstream s;
-                s << " [" << (std::isinf(k.min) ? std::string("-inf") : std::to_string(k.min).substr(0, 8)) << ", "
-                  << (std::isinf(k.max) ? std::string("inf") : std::to_string(k.max).substr(0, 8)) << "]";
+                s << " [";
+                if (std::isinf(k.min)) s << "-inf"; else s << k.min;
+                s << ", ";
+                if (std::isinf(k.max)) s << "inf"; else s << k.max;
+                s << "]";
                 bounds = s.str();
             }
             std::printf("    %-18s %-14s %s%s%s%s\n      %s\n", k.name, to_string(k.type),

@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
     app.fallthrough();  // global options may follow the subcommand
     GlobalOptions g;
     app.add_option("-c,--config", g.config, "config file (default: config/default.yaml, else the built-in default)");
-    app.add_option("--set", g.overrides, "override a config value: --set pipelines.orb.features.max_features=2000")
+    app.add_option("--set", g.overrides, "override a config value: --set limits.queue=128")
         ->allow_extra_args(false)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     app.add_option("--log-level", g.log_level, "trace, debug, info, warn, error or off (overrides logging.level)");
@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
     auto* plugins = app.add_subcommand("plugins", "list loaded plugins (kind, name, version, file)");
     std::string describe_name;
     auto* describe = plugins->add_subcommand("describe", "print a plugin's config keys");
-    describe->add_option("name", describe_name, "kind-name, e.g. features-orb")->required();
+    describe->add_option("name", describe_name, "KIND-NAME as `sightline plugins` lists it")->required();
 
     auto* config = app.add_subcommand("config", "config tools");
     config->require_subcommand(1);

@@ -15,7 +15,7 @@ struct LoadedPlugin {
     std::shared_ptr<boost::dll::shared_library> library;
     const PluginManifest* manifest = nullptr;
 
-    std::string full_name() const;  // "features-orb"
+    std::string full_name() const;  // "<kind>-<name>"
     ConfigSchema schema() const { return {manifest->config_keys, manifest->config_key_count}; }
 };
 

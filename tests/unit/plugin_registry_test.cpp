@@ -1,0 +1,258 @@
+// The plugin registry: real plugins load, everything else is refused with a message that names
+// the file, and objects keep their library loaded.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+#include <set>
+
+#include "sightline/host/host.hpp"
+#include "sightline/host/metrics_registry.hpp"
+#include "sightline/host/plugin_registry.hpp"
+#include "test_support.hpp"
+
+using namespace sightline;
+using namespace sightline::host;
+using namespace sightline::test;
+using ::testing::HasSubstr;
+
+namespace {
+
+class MinimalContext final : public Context {
+public:
+    explicit MinimalContext(Config config) : config_(std::move(config)) {}
+    const Config& config() const override { return config_; }
+    std::shared_ptr<spdlog::logger> logger() const override { return make_logger("test"); }
+    Metrics& metrics() const override { return metrics_; }
+    std::shared_ptr<Storage> storage(const std::string& name) const override {
+        throw Error(ErrorCode::not_found, "no storage named '" + name + "' in this test");
+    }
+
+private:
+    Config config_;
+    mutable MetricsRegistry metrics_;
+};
+
+TEST(PluginRegistry, FileNameFollowsKindAndName) {
+    EXPECT_EQ(plugin_file_name(PluginKind::features, "orb"), "libsightline_features_orb.so");
+    EXPECT_EQ(plugin_file_name(PluginKind::storage, "my-store"), "libsightline_storage_my_store.so");
+}
+
+TEST(PluginRegistry, LoadsTheRealPlugins) {
+    PluginRegistry registry({plugin_dir()});
+    registry.load_all();
+    EXPECT_TRUE(registry.refused().empty()) << registry.refused().front().reason;
+
+    const LoadedPlugin& orb = registry.get(PluginKind::features, "orb");
+    ASSERT_NE(orb.manifest, nullptr);
+    EXPECT_EQ(orb.manifest->kind, PluginKind::features);
+    EXPECT_STREQ(orb.manifest->name, "orb");
+    EXPECT_EQ(orb.full_name(), "features-orb");
+    EXPECT_EQ(orb.manifest->abi_major, static_cast<std::uint32_t>(SIGHTLINE_ABI_MAJOR));
+    EXPECT_STREQ(orb.manifest->build_id, SIGHTLINE_BUILD_ID);
+    EXPECT_EQ(orb.file.filename(), "libsightline_features_orb.so");
+    // The schema is readable without constructing anything.
+    std::set<std::string> keys;
+    for (const auto& k : orb.schema()) keys.insert(k.name);
+    EXPECT_TRUE(keys.count("max_features"));
+
+    EXPECT_NE(registry.find(PluginKind::index, "bruteforce"), nullptr);
+    EXPECT_NE(registry.find(PluginKind::storage, "local"), nullptr);
+    // Kinds are separate namespaces.
+    EXPECT_EQ(registry.find(PluginKind::index, "orb"), nullptr);
+}
+
+TEST(PluginRegistry, LoadFileTwiceIsRefused) {
+    PluginRegistry registry({});
+    const auto file = plugin_dir() / "libsightline_features_orb.so";
+    registry.load_file(file);
+    Error e = capture_error([&] { registry.load_file(file); });
+    EXPECT_EQ(e.code(), ErrorCode::already_exists);
+    EXPECT_THAT(e.what(), HasSubstr("already loaded"));
+}
+
+TEST(PluginRegistry, BadAbiIsRefusedNamingFileAndBothVersions) {
+    PluginRegistry registry({});
+    const auto file = fixture_bad_dir() / "libsightline_features_badabi.so";
+    ASSERT_TRUE(fs::exists(file)) << file;
+    Error e = capture_error([&] { registry.load_file(file); });
+    EXPECT_EQ(e.code(), ErrorCode::unsupported);
+    EXPECT_THAT(e.what(), HasSubstr(file.string()));
+    EXPECT_THAT(e.what(), HasSubstr("99.0"));
+    EXPECT_THAT(e.what(), HasSubstr(std::to_string(SIGHTLINE_ABI_MAJOR) + "."));
+    EXPECT_TRUE(registry.plugins().empty());
+}
+
+TEST(PluginRegistry, LibraryWithoutManifestIsNotAPlugin) {
+    PluginRegistry registry({});
+    const auto file = fixture_bad_dir() / "libsightline_features_notaplugin.so";
+    ASSERT_TRUE(fs::exists(file)) << file;
+    Error e = capture_error([&] { registry.load_file(file); });
+    EXPECT_THAT(e.what(), HasSubstr(file.string()));
+    EXPECT_THAT(e.what(), HasSubstr("is not a sightline plugin"));
+}
+
+TEST(PluginRegistry, TextFileIsNotAPlugin) {
+    PluginRegistry registry({});
+    const auto file = fixture_bad_dir() / "libsightline_features_textfile.so";
+    ASSERT_TRUE(fs::exists(file)) << file;
+    Error e = capture_error([&] { registry.load_file(file); });
+    EXPECT_THAT(e.what(), HasSubstr(file.string()));
+    EXPECT_THAT(e.what(), HasSubstr("is not a sightline plugin"));
+}
+
+TEST(PluginRegistry, MissingFileIsNotAPlugin) {
+    TempDir d;
+    PluginRegistry registry({});
+    Error e = capture_error([&] { registry.load_file(d / "libsightline_features_ghost.so"); });
+    EXPECT_THAT(e.what(), HasSubstr("libsightline_features_ghost.so"));
+}
+
+TEST(PluginRegistry, RenamedPluginIsRefused) {
+    TempDir d;
+    fs::copy_file(plugin_dir() / "libsightline_features_orb.so", d / "libsightline_features_other.so");
+    PluginRegistry registry({});
+    Error e = capture_error([&] { registry.load_file(d / "libsightline_features_other.so"); });
+    EXPECT_THAT(e.what(), HasSubstr("libsightline_features_orb.so")) << e.what();
+}
+
+TEST(PluginRegistry, LoadAllKeepsRefusalsAndGetExplainsThem) {
+    PluginRegistry registry({plugin_dir(), fixture_bad_dir()});
+    registry.load_all();
+    EXPECT_NE(registry.find(PluginKind::features, "orb"), nullptr);
+    std::set<std::string> refused;
+    for (const auto& r : registry.refused()) refused.insert(r.file.filename().string());
+    EXPECT_EQ(refused, (std::set<std::string>{"libsightline_features_badabi.so", "libsightline_features_notaplugin.so",
+                                              "libsightline_features_textfile.so"}));
+
+    Error e = capture_error([&] { registry.get(PluginKind::features, "badabi"); });
+    EXPECT_EQ(e.code(), ErrorCode::not_found);
+    EXPECT_THAT(e.what(), HasSubstr("could not be loaded")) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("99.0")) << e.what();
+}
+
+TEST(PluginRegistry, GetMissingListsAvailablePluginsAndSearchPaths) {
+    PluginRegistry registry({plugin_dir(), fixture_good_dir()});
+    registry.load_all();
+    Error e = capture_error([&] { registry.get(PluginKind::features, "surf"); });
+    EXPECT_EQ(e.code(), ErrorCode::not_found);
+    EXPECT_THAT(e.what(), HasSubstr("'surf'"));
+    EXPECT_THAT(e.what(), HasSubstr("libsightline_features_surf.so"));
+    EXPECT_THAT(e.what(), HasSubstr(plugin_dir().string()));
+    EXPECT_THAT(e.what(), HasSubstr(fixture_good_dir().string()));
+    EXPECT_THAT(e.what(), HasSubstr("available: counting, orb")) << e.what();
+
+    e = capture_error([&] { registry.get(PluginKind::sink, "jsonl"); });
+    EXPECT_THAT(e.what(), HasSubstr("available: none")) << e.what();
+}
+
+TEST(PluginRegistry, CreatedObjectKeepsTheLibraryAlive) {
+    PluginRegistry registry({plugin_dir()});
+    registry.load_all();
+    const LoadedPlugin& orb = registry.get(PluginKind::features, "orb");
+    const long before = orb.library.use_count();
+
+    YAML::Node node = YAML::Load("{type: orb, max_features: 50}");
+    MinimalContext ctx(Config(node, "t.yaml", "features", orb.schema()));
+    auto extractor = registry.create<PluginKind::features>(orb, ctx);
+    ASSERT_NE(extractor, nullptr);
+    EXPECT_GT(orb.library.use_count(), before);
+    EXPECT_THAT(extractor->signature(), HasSubstr("max_features=50"));
+
+    // A copy of the pointer is a copy of the hold on the library, not a new one.
+    {
+        auto copy = extractor;
+        EXPECT_EQ(orb.library.use_count(), before + 1);
+    }
+    // The object is usable through its interface.
+    cv::Mat gray(200, 200, CV_8U);
+    cv::randu(gray, 0, 256);
+    auto f = extractor->extract(gray);
+    EXPECT_GT(f.keypoints.size(), 0u);
+    EXPECT_LE(f.keypoints.size(), 50u);
+
+    extractor.reset();
+    EXPECT_EQ(orb.library.use_count(), before);
+}
+
+TEST(PluginRegistry, ObjectOutlivesTheRegistry) {
+    std::shared_ptr<FeatureExtractor> extractor;
+    std::weak_ptr<boost::dll::shared_library> library;
+    {
+        PluginRegistry registry({plugin_dir()});
+        registry.load_all();
+        const LoadedPlugin& orb = registry.get(PluginKind::features, "orb");
+        library = orb.library;
+        MinimalContext ctx(Config(YAML::Load("{type: orb}"), "t.yaml", "features", orb.schema()));
+        extractor = registry.create<PluginKind::features>(orb, ctx);
+    }
+    // The registry is gone; the object still holds the library, so its code is still mapped.
+    EXPECT_FALSE(library.expired());
+    EXPECT_THAT(extractor->signature(), HasSubstr("orb"));
+    extractor.reset();
+    EXPECT_TRUE(library.expired());
+}
+
+TEST(PluginRegistry, WrongKindIsRefused) {
+    PluginRegistry registry({plugin_dir()});
+    registry.load_all();
+    const LoadedPlugin& orb = registry.get(PluginKind::features, "orb");
+    MinimalContext ctx(Config(YAML::Load("{type: orb}"), "t.yaml", "x", orb.schema()));
+    Error e = capture_error([&] { registry.create<PluginKind::index>(orb, ctx); });
+    EXPECT_THAT(e.what(), HasSubstr("features-orb is a features plugin, not a")) << e.what();
+}
+
+// DESIGN.md: "core/ names no concrete plugin (a test greps for it)". Comments are documentation
+// and are skipped; code and string literals are not. config/ holds the default config, and the
+// embedded copy is generated into the build tree, so neither is scanned.
+TEST(PluginPolicy, CoreNamesNoConcretePlugin) {
+    const fs::path core = source_dir() / "core";
+    ASSERT_TRUE(fs::is_directory(core)) << core;
+    const std::regex names(
+        R"((\borb\b|\bbruteforce\b|storage-local|features-orb|index-bruteforce|libsightline_features_orb|\bsurf\b|storage_local|features_orb))",
+        std::regex::icase);
+    std::vector<std::string> hits;
+    std::size_t scanned = 0;
+    for (const auto& entry : fs::recursive_directory_iterator(core)) {
+        if (!entry.is_regular_file()) continue;
+        const std::string ext = entry.path().extension().string();
+        if (ext != ".cpp" && ext != ".hpp" && ext != ".in") continue;
+        ++scanned;
+        std::ifstream in(entry.path());
+        bool in_block_comment = false;
+        int line_no = 0;
+        for (std::string line; std::getline(in, line);) {
+            ++line_no;
+            // Strip comments (// to end of line, /* ... */), keeping code and string literals.
+            std::string code;
+            bool in_string = false;
+            for (std::size_t i = 0; i < line.size(); ++i) {
+                if (in_block_comment) {
+                    if (line.compare(i, 2, "*/") == 0) {
+                        in_block_comment = false;
+                        ++i;
+                    }
+                    continue;
+                }
+                if (!in_string && line.compare(i, 2, "//") == 0) break;
+                if (!in_string && line.compare(i, 2, "/*") == 0) {
+                    in_block_comment = true;
+                    ++i;
+                    continue;
+                }
+                if (line[i] == '"' && (i == 0 || line[i - 1] != '\\')) in_string = !in_string;
+                code += line[i];
+            }
+            if (std::regex_search(code, names))
+                hits.push_back(fs::relative(entry.path(), source_dir()).string() + ":" + std::to_string(line_no) +
+                               ": " + line);
+        }
+    }
+    EXPECT_GE(scanned, 10u) << "the scan found too few core sources; did the layout change?";
+    std::string report;
+    for (const auto& h : hits) report += "\n  " + h;
+    EXPECT_TRUE(hits.empty()) << "core/ names a concrete plugin:" << report;
+}
+
+}  // namespace
