@@ -24,7 +24,7 @@ struct RefusedPlugin {
     std::string reason;
 };
 
-// "libsightline_features_orb.so" for (features, "orb").
+// "libsightline_<kind>_<name>.so", dashes in the name becoming underscores.
 std::string plugin_file_name(PluginKind kind, const std::string& name);
 
 // Owns every plugin library. Libraries are loaded once, from one thread, and none is unloaded
