@@ -53,11 +53,17 @@ FeatureRecord decode_record(std::span<const std::uint8_t> b, const std::string& 
     std::istringstream in(payload);
     BinaryReader r(in, what);
     FeatureRecord rec;
-    rec.signature = r.string();
-    rec.item_id = r.string();
-    rec.image_size.width = r.pod<std::int32_t>();
-    rec.image_size.height = r.pod<std::int32_t>();
-    rec.features = r.features();
+    try {
+        rec.signature = r.string();
+        rec.item_id = r.string();
+        rec.image_size.width = r.pod<std::int32_t>();
+        rec.image_size.height = r.pod<std::int32_t>();
+        rec.features = r.features();
+    } catch (const Error&) {
+        throw;
+    } catch (const std::exception& e) {
+        return fail(std::string("unreadable: ") + e.what());
+    }
     if (rec.image_size.width <= 0 || rec.image_size.height <= 0) return fail("implausible image size");
     return rec;
 }

@@ -34,9 +34,12 @@ const std::array<ConfigKey, 5> kLimitsKeys{{
     {.name = "workers", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 1024,
      .description = "worker threads (0: one per core)"},
 }};
-const std::array<ConfigKey, 2> kPipelineKeys{{
+const std::array<ConfigKey, 3> kPipelineKeys{{
     {.name = "working_size", .type = ConfigType::integer, .default_value = "800", .min = 64, .max = 8192,
-     .description = "images are scaled so their long side is at most this before extraction"},
+     .description = "query images are scaled so their long side is at most this before extraction"},
+    {.name = "gallery_size", .type = ConfigType::integer, .default_value = "480", .min = 64, .max = 8192,
+     .description = "reference images are scaled so their long side is at most this before extraction; "
+                    "smaller than working_size because an object usually fills only part of a photo"},
     {.name = "max_matches", .type = ConfigType::integer, .default_value = "5", .min = 1, .max = 100,
      .description = "verified objects listed per result"},
 }};
@@ -254,6 +257,7 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths) : c
         auto vs = section(config_, p["verify"], path + ".verify", kVerifyKeys);
         PipelineSettings s;
         s.working_size = static_cast<int>(ps.get_int("working_size"));
+        s.gallery_size = static_cast<int>(ps.get_int("gallery_size"));
         s.max_matches = static_cast<std::size_t>(ps.get_int("max_matches"));
         s.limits = {limits_.max_body_bytes, limits_.max_pixels};
         s.verify.candidates = static_cast<std::size_t>(vs.get_int("candidates"));

@@ -48,7 +48,7 @@ Pipeline::Pipeline(std::string name, std::shared_ptr<FeatureExtractor> extractor
       index_(std::move(index)),
       settings_(settings),
       log_(std::move(logger)),
-      signature_(extractor_->signature() + ";working_size=" + std::to_string(settings.working_size)) {
+      signature_(extractor_->signature() + ";gallery_size=" + std::to_string(settings.gallery_size)) {
     if (metrics) {
         const std::vector<double> buckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
         for (int i = 0; i < 5; ++i)
@@ -61,9 +61,9 @@ Pipeline::Pipeline(std::string name, std::shared_ptr<FeatureExtractor> extractor
 }
 
 FeatureRecord Pipeline::extract_item(const std::string& id, std::span<const std::uint8_t> image) const {
-    DecodedImage decoded = decode_gray(image, settings_.limits, settings_.working_size);
+    DecodedImage decoded = decode_gray(image, settings_.limits, settings_.gallery_size);
     cv::Mat work;
-    resize_to_working(decoded.gray, work, settings_.working_size);
+    resize_to_working(decoded.gray, work, settings_.gallery_size);
     FeatureRecord rec;
     rec.signature = signature_;
     rec.item_id = id;
@@ -89,7 +89,7 @@ Pipeline::RecordState Pipeline::ensure_indexed(Gallery& gallery, const std::stri
             } else {
                 log_->info("{}: made under another signature; recomputing", gallery.record_key(signature_, id));
             }
-        } catch (const Error& e) {
+        } catch (const std::exception& e) {
             log_->warn("{}; recomputing it", e.what());
             state = RecordState::damaged_recomputed;
         }

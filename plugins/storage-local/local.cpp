@@ -70,6 +70,11 @@ public:
     void put(const std::string& key, std::span<const std::uint8_t> bytes) override {
         fs::path target = path_of(key);
         std::error_code ec;
+        // Check the deepest directory that already exists before creating anything under it, so a
+        // symlink out of the root cannot make us create directories elsewhere.
+        fs::path existing = target.parent_path();
+        while (existing != root_ && !fs::exists(existing, ec)) existing = existing.parent_path();
+        check_inside(existing, key);
         fs::create_directories(target.parent_path(), ec);
         if (ec) fail_io("cannot create the directory for", key, ec.value());
         check_inside(target.parent_path(), key);
@@ -137,6 +142,7 @@ public:
 
     bool remove(const std::string& key) override {
         fs::path p = path_of(key);
+        check_inside(p.parent_path(), key);
         if (::unlink(p.c_str()) == 0) return true;
         if (errno == ENOENT || errno == ENOTDIR) return false;
         fail_io("cannot remove", key, errno);
@@ -144,12 +150,15 @@ public:
 
     bool exists(const std::string& key) const override {
         std::error_code ec;
-        return fs::is_regular_file(path_of(key), ec);
+        fs::path p = path_of(key);
+        if (!inside(p.parent_path())) return false;
+        return fs::is_regular_file(p, ec);
     }
 
     std::vector<std::string> list(const std::string& prefix) const override {
-        if (!prefix.empty() && prefix.find("..") != std::string::npos)
-            throw Error(ErrorCode::invalid_argument, "invalid storage prefix '" + prefix + "': contains '..'");
+        if (!prefix.empty() && (prefix.find("..") != std::string::npos || prefix.front() == '/'))
+            throw Error(ErrorCode::invalid_argument,
+                        "invalid storage prefix '" + prefix + "': it must be relative and contain no '..'");
         // Start the walk at the deepest directory the prefix names, not at the root.
         fs::path start = root_;
         if (auto slash = prefix.rfind('/'); slash != std::string::npos) start /= prefix.substr(0, slash);
@@ -175,12 +184,15 @@ private:
     }
 
     // Keys cannot name ".." but a symlink inside the root could still point outside it.
-    void check_inside(const fs::path& p, const std::string& key) const {
+    bool inside(const fs::path& p) const {
         std::error_code ec;
         fs::path real = fs::weakly_canonical(p, ec);
-        if (ec) return;
+        if (ec) return true;  // nothing there yet: nothing can point outside
         auto rel = real.lexically_relative(root_);
-        if (rel.empty() || *rel.begin() == "..")
+        return !rel.empty() && *rel.begin() != "..";
+    }
+    void check_inside(const fs::path& p, const std::string& key) const {
+        if (!inside(p))
             throw Error(ErrorCode::invalid_argument,
                         "storage key '" + key + "' resolves outside the storage root (symlink?)");
     }

@@ -141,7 +141,10 @@ TEST(PluginRegistry, GetMissingListsAvailablePluginsAndSearchPaths) {
     EXPECT_THAT(e.what(), HasSubstr("libsightline_features_surf.so"));
     EXPECT_THAT(e.what(), HasSubstr(plugin_dir().string()));
     EXPECT_THAT(e.what(), HasSubstr(fixture_good_dir().string()));
-    EXPECT_THAT(e.what(), HasSubstr("available: counting, orb")) << e.what();
+    const std::string what = e.what();
+    const auto available = what.substr(what.find("available: "));
+    EXPECT_THAT(available, HasSubstr("orb")) << what;
+    EXPECT_THAT(available, HasSubstr("counting")) << what;
 
     e = capture_error([&] { registry.get(PluginKind::sink, "jsonl"); });
     EXPECT_THAT(e.what(), HasSubstr("available: none")) << e.what();

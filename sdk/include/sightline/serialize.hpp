@@ -4,6 +4,7 @@
 #include <opencv2/core.hpp>
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <istream>
 #include <ostream>
@@ -86,8 +87,21 @@ public:
         if (rows < 0 || cols < 0 || rows > (1 << 24) || cols > (1 << 16) ||
             (type != CV_8U && type != CV_32F && type != CV_8UC1 && type != CV_64F))
             fail("matrix header is implausible");
+        // Never trust a size before the bytes exist: read in chunks, so a lying header ends in
+        // "truncated" instead of a huge allocation.
+        const std::size_t elem = static_cast<std::size_t>(CV_ELEM_SIZE(type));
+        const std::size_t total = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols) * elem;
+        if (total > (std::size_t{1} << 30)) fail("matrix of " + std::to_string(total) + " bytes is implausible");
+        std::vector<std::uint8_t> data;
+        constexpr std::size_t chunk = 1 << 20;
+        while (data.size() < total) {
+            std::size_t n = std::min(chunk, total - data.size());
+            std::size_t at = data.size();
+            data.resize(at + n);
+            read(data.data() + at, n);
+        }
         cv::Mat m(rows, cols, type);
-        if (!m.empty()) read(m.data, m.total() * m.elemSize());
+        if (total) std::memcpy(m.data, data.data(), total);
         return m;
     }
     [[noreturn]] void fail(const std::string& why) const {

@@ -31,7 +31,8 @@ struct VerifyParams {
 };
 
 struct PipelineSettings {
-    int working_size = 800;        // long side of the image that features are extracted from
+    int working_size = 800;        // long side of a query image when features are extracted
+    int gallery_size = 480;        // long side of a reference image when features are extracted
     std::size_t max_matches = 5;   // how many verified objects a result may list
     VerifyParams verify;
     DecodeLimits limits;
