@@ -105,14 +105,12 @@ DecodedImage decode_gray(std::span<const std::uint8_t> bytes, const DecodeLimits
                         " (limits.max_pixels); it was not decoded");
 
     int flags = cv::IMREAD_GRAYSCALE;
-    int factor = 1;
     if (h.format == "jpeg") {
         const int long_side = std::max(h.width, h.height);
         const std::pair<int, int> reduced[] = {
             {8, cv::IMREAD_REDUCED_GRAYSCALE_8}, {4, cv::IMREAD_REDUCED_GRAYSCALE_4}, {2, cv::IMREAD_REDUCED_GRAYSCALE_2}};
         for (auto [f, flag] : reduced)
             if (long_side / f >= min_long_side) {
-                factor = f;
                 flags = flag;
                 break;
             }
@@ -124,11 +122,10 @@ DecodedImage decode_gray(std::span<const std::uint8_t> bytes, const DecodeLimits
         bad("the " + h.format + " data could not be decoded: " + e.err);
     }
     if (out.gray.empty()) bad("the " + h.format + " data is corrupt or truncated and could not be decoded");
-    // EXIF orientation may have swapped the axes; the factor is what the decoder applied.
+    // EXIF orientation may have swapped the axes relative to the header.
     const bool swapped = (out.gray.cols > out.gray.rows) != (h.width > h.height) && h.width != h.height;
     out.original = swapped ? cv::Size(h.height, h.width) : cv::Size(h.width, h.height);
     out.scale = static_cast<double>(out.gray.cols) / out.original.width;
-    (void)factor;
     return out;
 }
 

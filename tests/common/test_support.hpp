@@ -4,8 +4,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <sightline/context.hpp>
 #include <sightline/error.hpp>
 #include <sightline/storage.hpp>
+
+#include "sightline/host/host.hpp"
+#include "sightline/host/metrics_registry.hpp"
 
 #include <algorithm>
 #include <cstdlib>
@@ -19,6 +23,25 @@
 namespace sightline::test {
 
 namespace fs = std::filesystem;
+
+// A Context for constructing one plugin directly, without a Host: config, a logger, metrics, and
+// no storages.
+class MinimalContext final : public Context {
+public:
+    explicit MinimalContext(Config config, std::string logger_name = "test")
+        : config_(std::move(config)), logger_name_(std::move(logger_name)) {}
+    const Config& config() const override { return config_; }
+    std::shared_ptr<spdlog::logger> logger() const override { return host::make_logger(logger_name_); }
+    Metrics& metrics() const override { return metrics_; }
+    std::shared_ptr<Storage> storage(const std::string& name) const override {
+        throw Error(ErrorCode::not_found, "no storage named '" + name + "' in this test");
+    }
+
+private:
+    Config config_;
+    std::string logger_name_;
+    mutable host::MetricsRegistry metrics_;
+};
 
 inline fs::path plugin_dir() { return SIGHTLINE_TEST_PLUGIN_DIR; }
 inline fs::path fixture_good_dir() { return SIGHTLINE_TEST_FIXTURE_GOOD_DIR; }

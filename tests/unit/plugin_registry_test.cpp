@@ -19,21 +19,6 @@ using ::testing::HasSubstr;
 
 namespace {
 
-class MinimalContext final : public Context {
-public:
-    explicit MinimalContext(Config config) : config_(std::move(config)) {}
-    const Config& config() const override { return config_; }
-    std::shared_ptr<spdlog::logger> logger() const override { return make_logger("test"); }
-    Metrics& metrics() const override { return metrics_; }
-    std::shared_ptr<Storage> storage(const std::string& name) const override {
-        throw Error(ErrorCode::not_found, "no storage named '" + name + "' in this test");
-    }
-
-private:
-    Config config_;
-    mutable MetricsRegistry metrics_;
-};
-
 TEST(PluginRegistry, FileNameFollowsKindAndName) {
     EXPECT_EQ(plugin_file_name(PluginKind::features, "orb"), "libsightline_features_orb.so");
     EXPECT_EQ(plugin_file_name(PluginKind::storage, "my-store"), "libsightline_storage_my_store.so");

@@ -19,21 +19,6 @@ using ::testing::HasSubstr;
 
 namespace {
 
-class StorageContext final : public Context {
-public:
-    explicit StorageContext(Config config) : config_(std::move(config)) {}
-    const Config& config() const override { return config_; }
-    std::shared_ptr<spdlog::logger> logger() const override { return make_logger("storage-local-test"); }
-    Metrics& metrics() const override { return metrics_; }
-    std::shared_ptr<Storage> storage(const std::string& name) const override {
-        throw Error(ErrorCode::not_found, "no storage named '" + name + "'");
-    }
-
-private:
-    Config config_;
-    mutable MetricsRegistry metrics_;
-};
-
 class LocalStorageTest : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -49,7 +34,7 @@ protected:
         node["type"] = "local";
         node["root"] = root.string();
         node["fsync"] = fsync ? "true" : "false";
-        StorageContext ctx(Config(node, "test.yaml", "storages.test", plugin.schema()));
+        MinimalContext ctx(Config(node, "test.yaml", "storages.test", plugin.schema()));
         return registry_->create<PluginKind::storage>(plugin, ctx);
     }
 
@@ -338,7 +323,7 @@ TEST(LocalStorageConfig, UnusableRootIsAnError) {
     registry.load_all();
     const LoadedPlugin& plugin = registry.get(PluginKind::storage, "local");
     YAML::Node node = YAML::Load("{type: local, root: " + yq(dir / "file" / "sub") + "}");
-    StorageContext ctx(Config(node, "s.yaml", "storages.g", plugin.schema()));
+    MinimalContext ctx(Config(node, "s.yaml", "storages.g", plugin.schema()));
     Error e = capture_error([&] { registry.create<PluginKind::storage>(plugin, ctx); });
     EXPECT_THAT(e.what(), HasSubstr("storages.g.root")) << e.what();
     EXPECT_THAT(e.what(), HasSubstr("s.yaml:1")) << e.what();
