@@ -3,6 +3,9 @@
 #include <boost/dll/runtime_symbol_info.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/fmt/ranges.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,6 +18,7 @@
 
 #include "embedded_config.hpp"
 #include "sightline/host/host.hpp"
+#include "sightline/host/service.hpp"
 #include "sightline/host/result_json.hpp"
 
 namespace fs = std::filesystem;
@@ -227,6 +231,45 @@ int cmd_query(const GlobalOptions& g, const std::vector<std::string>& images, co
         std::cout << line.dump(pretty ? 2 : -1) << "\n";
     }
     return status;
+}
+
+int cmd_serve(const GlobalOptions& g) {
+    // Block the stop signals before any thread starts, so every thread inherits the mask and the
+    // main thread alone receives them through sigwait.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+    auto host_ptr = make_host(g);
+    Host& host = *host_ptr;
+    if (host.transports().empty())
+        throw Error(ErrorCode::invalid_argument,
+                    "nothing to serve: the config has no transports (add e.g. `transports: [{type: http, listen: "
+                    "\"127.0.0.1:8080\"}]` or --set 'transports=[{type: http}]')");
+    HostService service(host);
+    for (const auto& t : host.transports()) t->start(service);
+    auto log = make_logger("serve");
+    std::size_t total = host.gallery().ids().size();
+    log->info("loading the gallery ({} items); /readyz answers 503 until done", total);
+    ProgressBar bar("loading gallery", total);
+    service.load_gallery([&](std::size_t d, std::size_t) { bar.update(d); });
+    log->info("ready: {} items, pipelines: {}", host.pipeline().size(), fmt::join(host.pipeline_names(), ", "));
+
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    log->info("{} received: no new requests; draining for at most {} ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+              host.limits().shutdown_timeout.count());
+    const auto t0 = Clock::now();
+    for (const auto& t : host.transports()) t->stop(host.limits().shutdown_timeout);
+    auto left = host.limits().shutdown_timeout -
+                std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+    std::size_t unfinished = service.drain(std::max(left, std::chrono::milliseconds(0)));
+    if (unfinished) log->warn("{} requests were still running at the shutdown deadline", unfinished);
+    service.flush_sinks();
+    log->info("stopped");
+    return unfinished ? 1 : 0;
 }
 
 int cmd_plugins(const GlobalOptions& g) {

@@ -18,6 +18,7 @@ std::vector<std::filesystem::path> fallback_plugin_paths();
 
 int cmd_ingest(const GlobalOptions& g, const std::vector<std::string>& inputs, const std::string& id_from);
 int cmd_query(const GlobalOptions& g, const std::vector<std::string>& images, const std::string& pipeline, bool pretty);
+int cmd_serve(const GlobalOptions& g);
 int cmd_plugins(const GlobalOptions& g);
 int cmd_plugins_describe(const GlobalOptions& g, const std::string& name);
 int cmd_config_check(const GlobalOptions& g, const std::string& file);

@@ -1,4 +1,4 @@
-// The `sightline` command line: ingest, query, plugins, config check.
+// The `sightline` command line: ingest, query, serve, plugins, config check.
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
     query->add_option("-p,--pipeline", pipeline, "pipeline to use (default: the config's default)");
     query->add_flag("--pretty", pretty, "indent the JSON");
 
+    auto* serve = app.add_subcommand("serve", "run the configured transports and sinks until SIGTERM/SIGINT");
+
     auto* plugins = app.add_subcommand("plugins", "list loaded plugins (kind, name, version, file)");
     std::string describe_name;
     auto* describe = plugins->add_subcommand("describe", "print a plugin's config keys");
@@ -51,6 +53,7 @@ int main(int argc, char** argv) {
     try {
         if (*ingest) return cmd_ingest(g, inputs, id_from);
         if (*query) return cmd_query(g, images, pipeline, pretty);
+        if (*serve) return cmd_serve(g);
         if (*describe) return cmd_plugins_describe(g, describe_name);
         if (*plugins) return cmd_plugins(g);
         if (*check) return cmd_config_check(g, check_file);

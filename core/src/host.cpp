@@ -22,7 +22,7 @@ const std::array<ConfigKey, 3> kGalleryKeys{{
     {.name = "images", .type = ConfigType::string, .default_value = "images/", .description = "key prefix of images and metadata"},
     {.name = "features", .type = ConfigType::string, .default_value = "features/", .description = "key prefix of feature records"},
 }};
-const std::array<ConfigKey, 5> kLimitsKeys{{
+const std::array<ConfigKey, 7> kLimitsKeys{{
     {.name = "max_body_bytes", .type = ConfigType::bytes, .default_value = "20MB", .min = 1,
      .description = "largest image accepted, in bytes"},
     {.name = "max_pixels", .type = ConfigType::bytes, .default_value = "50M", .min = 1,
@@ -33,6 +33,10 @@ const std::array<ConfigKey, 5> kLimitsKeys{{
      .description = "a request still unanswered after this fails with deadline_exceeded"},
     {.name = "workers", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 1024,
      .description = "worker threads (0: one per core)"},
+    {.name = "results_ttl", .type = ConfigType::duration, .default_value = "10m", .min = 1,
+     .description = "how long results of queued requests (POST /v1/requests) stay available"},
+    {.name = "shutdown_timeout", .type = ConfigType::duration, .default_value = "10s", .min = 0,
+     .description = "on SIGTERM/SIGINT, in-flight requests get this long to finish"},
 }};
 const std::array<ConfigKey, 3> kPipelineKeys{{
     {.name = "working_size", .type = ConfigType::integer, .default_value = "800", .min = 64, .max = 8192,
@@ -240,6 +244,8 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths) : c
     limits_.request_timeout = limits.get_duration("request_timeout");
     limits_.workers = static_cast<std::size_t>(limits.get_int("workers"));
     if (limits_.workers == 0) limits_.workers = std::max(1u, std::thread::hardware_concurrency());
+    limits_.results_ttl = limits.get_duration("results_ttl");
+    limits_.shutdown_timeout = limits.get_duration("shutdown_timeout");
 
     for (auto it = root["storages"].begin(); root["storages"] && it != root["storages"].end(); ++it) {
         std::string name = it->first.Scalar();
@@ -276,13 +282,26 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths) : c
     }
     default_pipeline_ = root["default_pipeline"] ? root["default_pipeline"].Scalar() : pipelines_.begin()->first;
 
+    for (std::size_t i = 0; root["sinks"] && i < root["sinks"].size(); ++i) {
+        std::string path = "sinks[" + std::to_string(i) + "]";
+        auto sink = make_plugin<PluginKind::sink>(config_, *registry_, root["sinks"][i], path, metrics_, storages_);
+        sinks_.push_back({path + " (sink-" + root["sinks"][i]["type"].Scalar() + ")", std::move(sink)});
+    }
     WorkerPool::configure_opencv_threads(limits_.workers);
     workers_ = std::make_unique<WorkerPool>(limits_.workers, limits_.queue);
+    for (std::size_t i = 0; root["transports"] && i < root["transports"].size(); ++i) {
+        std::string path = "transports[" + std::to_string(i) + "]";
+        transports_.push_back(
+            make_plugin<PluginKind::transport>(config_, *registry_, root["transports"][i], path, metrics_, storages_));
+    }
 }
 
 Host::~Host() {
-    // Workers first (they may be running pipeline code), then plugin objects, then libraries.
+    // Transports first (they call into everything), workers (they may be running pipeline code), then
+    // plugin objects, then libraries.
+    transports_.clear();
     workers_.reset();
+    sinks_.clear();
     pipelines_.clear();
     gallery_.reset();
     storages_.clear();

@@ -2,16 +2,14 @@
 #include <chrono>
 #include <functional>
 
-#include "sightline/result.hpp"
+#include "sightline/service.hpp"
 
 namespace sightline {
 
-// The host's request handler. It never throws: failures come back in Result::error.
-using RequestHandler = std::function<Result(const Request&)>;
-
 class SIGHTLINE_API Transport : public Plugin {
 public:
-    virtual void start(RequestHandler handler) = 0;
+    // Starts serving in the transport's own threads and returns. The service outlives the transport.
+    virtual void start(Service& service) = 0;
     // Stop accepting, let in-flight requests finish until the deadline, then return.
     virtual void stop(std::chrono::milliseconds drain_deadline) = 0;
 };

@@ -14,6 +14,9 @@
 #include "sightline/host/plugin_registry.hpp"
 #include "sightline/host/worker_pool.hpp"
 
+#include <sightline/sink.hpp>
+#include <sightline/transport.hpp>
+
 namespace sightline::host {
 
 struct Limits {
@@ -22,6 +25,8 @@ struct Limits {
     std::size_t queue = 64;
     std::chrono::milliseconds request_timeout{5000};
     std::size_t workers = 0;  // 0: one per core
+    std::chrono::milliseconds results_ttl{600000};     // queue-and-poll results are kept this long
+    std::chrono::milliseconds shutdown_timeout{10000};  // serve drains in-flight work for at most this
 };
 
 // Every error in a config, each with file:line, or empty. Loads plugins to read their schemas but
@@ -53,6 +58,14 @@ public:
     std::vector<std::string> pipeline_names() const;
     const std::string& default_pipeline() const { return default_pipeline_; }
 
+    // The configured transports and sinks, built but not started.
+    const std::vector<std::shared_ptr<Transport>>& transports() const { return transports_; }
+    struct NamedSink {
+        std::string name;  // "sinks[0] (sink-jsonl)"
+        std::shared_ptr<ResultSink> sink;
+    };
+    const std::vector<NamedSink>& sinks() const { return sinks_; }
+
     // Fills every pipeline's index from the gallery (records where valid, extraction otherwise).
     void load_gallery(const Pipeline::Progress& progress = {});
 
@@ -65,7 +78,9 @@ private:
     std::unique_ptr<Gallery> gallery_;
     std::map<std::string, std::unique_ptr<Pipeline>> pipelines_;
     std::string default_pipeline_;
+    std::vector<NamedSink> sinks_;
     std::unique_ptr<WorkerPool> workers_;
+    std::vector<std::shared_ptr<Transport>> transports_;  // declared last: destroyed (stopped) first
 };
 
 std::shared_ptr<spdlog::logger> make_logger(const std::string& name);
