@@ -38,7 +38,7 @@ const std::array<ConfigKey, 7> kLimitsKeys{{
     {.name = "shutdown_timeout", .type = ConfigType::duration, .default_value = "10s", .min = 0,
      .description = "on SIGTERM/SIGINT, in-flight requests get this long to finish"},
 }};
-const std::array<ConfigKey, 3> kPipelineKeys{{
+const std::array<ConfigKey, 5> kPipelineKeys{{
     {.name = "working_size", .type = ConfigType::integer, .default_value = "800", .min = 64, .max = 8192,
      .description = "query images are scaled so their long side is at most this before extraction"},
     {.name = "gallery_size", .type = ConfigType::integer, .default_value = "480", .min = 64, .max = 8192,
@@ -46,8 +46,13 @@ const std::array<ConfigKey, 3> kPipelineKeys{{
                     "smaller than working_size because an object usually fills only part of a photo"},
     {.name = "max_matches", .type = ConfigType::integer, .default_value = "5", .min = 1, .max = 100,
      .description = "verified objects listed per result"},
+    {.name = "search_features", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 1e6,
+     .description = "only the N strongest query features go to the index search (0: all); verification "
+                    "still uses every query feature"},
+    {.name = "clahe", .type = ConfigType::number, .default_value = "0", .min = 0, .max = 40,
+     .description = "CLAHE clip limit for local contrast equalisation before extraction (0: off)"},
 }};
-const std::array<ConfigKey, 8> kVerifyKeys{{
+const std::array<ConfigKey, 10> kVerifyKeys{{
     {.name = "candidates", .type = ConfigType::integer, .default_value = "8", .min = 1, .max = 1000,
      .description = "index candidates checked by RANSAC"},
     {.name = "min_inliers", .type = ConfigType::integer, .default_value = "15", .min = 4, .max = 100000,
@@ -64,6 +69,11 @@ const std::array<ConfigKey, 8> kVerifyKeys{{
      .description = "largest aspect-ratio change of the outline, either way"},
     {.name = "max_side_ratio", .type = ConfigType::number, .default_value = "5", .min = 1,
      .description = "largest ratio of opposite outline sides (perspective foreshortening)"},
+    {.name = "rematch", .type = ConfigType::boolean, .default_value = "true",
+     .description = "match the query again against each candidate's own features before RANSAC "
+                    "(keeps reference features in memory a second time)"},
+    {.name = "rematch_ratio", .type = ConfigType::number, .default_value = "0.8", .min = 0.1, .max = 1,
+     .description = "Lowe's ratio for the per-candidate matching"},
 }};
 const std::array<ConfigKey, 2> kLoggingKeys{{
     {.name = "level", .type = ConfigType::string, .default_value = "info", .choices = "trace|debug|info|warn|error|off",
@@ -197,9 +207,25 @@ std::vector<std::string> check_config(const LoadedConfig& c, const PluginRegistr
             std::string path = "pipelines." + it->first.Scalar();
             pipeline_names.push_back(it->first.Scalar());
             const YAML::Node& p = it->second;
-            validate_section(p, kPipelineKeys, c.file, path, {"features", "index", "verify"}, errors);
+            validate_section(p, kPipelineKeys, c.file, path, {"features", "query_features", "index", "verify"}, errors);
             if (!p.IsMap()) continue;
             check_plugin_section(c, registry, PluginKind::features, p["features"], path + ".features", errors);
+            if (p["query_features"]) {
+                if (!p["query_features"].IsMap()) {
+                    errors.push_back(where(c.file, p["query_features"]) + ": " + path +
+                                     ".query_features: expected a mapping of feature keys");
+                } else if (p["features"].IsMap() && p["features"]["type"]) {
+                    try {
+                        const auto& plugin = registry.get(PluginKind::features, p["features"]["type"].Scalar());
+                        // Checked as what it makes: the features section with these keys overlaid.
+                        YAML::Node merged = YAML::Clone(p["features"]);
+                        for (auto kv = p["query_features"].begin(); kv != p["query_features"].end(); ++kv)
+                            merged[kv->first.Scalar()] = kv->second;
+                        validate_section(merged, plugin.schema(), c.file, path + ".query_features", {"type"}, errors);
+                    } catch (const Error&) {  // already reported for .features
+                    }
+                }
+            }
             check_plugin_section(c, registry, PluginKind::index, p["index"], path + ".index", errors);
             if (p["verify"]) validate_section(p["verify"], kVerifyKeys, c.file, path + ".verify", {}, errors);
         }
@@ -274,11 +300,25 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths) : c
         s.verify.max_scale_change = vs.get_double("max_scale_change");
         s.verify.max_aspect_change = vs.get_double("max_aspect_change");
         s.verify.max_side_ratio = vs.get_double("max_side_ratio");
+        s.verify.rematch = vs.get_bool("rematch");
+        s.verify.rematch_ratio = vs.get_double("rematch_ratio");
         auto extractor = make_plugin<PluginKind::features>(config_, *registry_, p["features"], path + ".features",
                                                            metrics_, storages_);
+        // Queries may extract differently (typically more features: the object is only part of the
+        // photo); same plugin, so descriptors stay comparable. Gallery records use `features` alone.
+        std::shared_ptr<FeatureExtractor> query_extractor = extractor;
+        if (p["query_features"] && p["query_features"].size() > 0) {
+            YAML::Node merged = YAML::Clone(p["features"]);
+            for (auto kv = p["query_features"].begin(); kv != p["query_features"].end(); ++kv)
+                merged[kv->first.Scalar()] = kv->second;
+            query_extractor = make_plugin<PluginKind::features>(config_, *registry_, merged, path + ".query_features",
+                                                                metrics_, storages_);
+        }
+        s.search_features = static_cast<std::size_t>(ps.get_int("search_features"));
+        s.clahe_clip = ps.get_double("clahe");
         auto index = make_plugin<PluginKind::index>(config_, *registry_, p["index"], path + ".index", metrics_, storages_);
-        pipelines_[name] = std::make_unique<Pipeline>(name, std::move(extractor), std::move(index), s,
-                                                      make_logger("pipeline." + name), &metrics_);
+        pipelines_[name] = std::make_unique<Pipeline>(name, std::move(extractor), std::move(query_extractor),
+                                                      std::move(index), s, make_logger("pipeline." + name), &metrics_);
     }
     default_pipeline_ = root["default_pipeline"] ? root["default_pipeline"].Scalar() : pipelines_.begin()->first;
 

@@ -1,13 +1,17 @@
 #include "sightline/host/pipeline.hpp"
 
 #include <opencv2/calib3d.hpp>
+#include <opencv2/features2d.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include <chrono>
 #include <cmath>
 #include <future>
+#include <numeric>
 
 #include "sightline/host/worker_pool.hpp"
+
+#include <sightline/hamming.hpp>
 
 namespace sightline::host {
 
@@ -39,16 +43,37 @@ std::optional<double> client_number(const Request& r, const char* key) {
     }
 }
 
+// The n features with the highest detector response, or all of them.
+Features strongest(const Features& f, std::size_t n) {
+    if (n == 0 || f.keypoints.size() <= n) return f;
+    std::vector<int> order(f.keypoints.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(), [&](int a, int b) {
+        return f.keypoints[static_cast<std::size_t>(a)].response > f.keypoints[static_cast<std::size_t>(b)].response;
+    });
+    Features out;
+    out.keypoints.reserve(n);
+    out.descriptors.create(static_cast<int>(n), f.descriptors.cols, f.descriptors.type());
+    for (std::size_t i = 0; i < n; ++i) {
+        out.keypoints.push_back(f.keypoints[static_cast<std::size_t>(order[i])]);
+        f.descriptors.row(order[i]).copyTo(out.descriptors.row(static_cast<int>(i)));
+    }
+    return out;
+}
+
 }  // namespace
 
-Pipeline::Pipeline(std::string name, std::shared_ptr<FeatureExtractor> extractor, std::shared_ptr<Index> index,
+Pipeline::Pipeline(std::string name, std::shared_ptr<FeatureExtractor> extractor,
+                   std::shared_ptr<FeatureExtractor> query_extractor, std::shared_ptr<Index> index,
                    PipelineSettings settings, std::shared_ptr<spdlog::logger> logger, MetricsRegistry* metrics)
     : name_(std::move(name)),
       extractor_(std::move(extractor)),
+      query_extractor_(query_extractor ? std::move(query_extractor) : extractor_),
       index_(std::move(index)),
       settings_(settings),
       log_(std::move(logger)),
-      signature_(extractor_->signature() + ";gallery_size=" + std::to_string(settings.gallery_size)) {
+      signature_(extractor_->signature() + ";gallery_size=" + std::to_string(settings.gallery_size) +
+                 (settings.clahe_clip > 0 ? ";clahe=" + std::to_string(settings.clahe_clip) : std::string())) {
     if (metrics) {
         const std::vector<double> buckets{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
         for (int i = 0; i < 5; ++i)
@@ -60,10 +85,21 @@ Pipeline::Pipeline(std::string name, std::shared_ptr<FeatureExtractor> extractor
     }
 }
 
+void Pipeline::normalise(cv::Mat& gray) const {
+    if (settings_.clahe_clip <= 0) return;
+    // Tiles of about 100 px, whatever the working size, so the equalisation is equally local.
+    const int tiles = std::max(2, std::max(gray.cols, gray.rows) / 100);
+    auto clahe = cv::createCLAHE(settings_.clahe_clip, cv::Size(tiles, tiles));
+    cv::Mat out;
+    clahe->apply(gray, out);
+    gray = out;
+}
+
 FeatureRecord Pipeline::extract_item(const std::string& id, std::span<const std::uint8_t> image) const {
     DecodedImage decoded = decode_gray(image, settings_.limits, settings_.gallery_size);
     cv::Mat work;
     resize_to_working(decoded.gray, work, settings_.gallery_size);
+    normalise(work);
     FeatureRecord rec;
     rec.signature = signature_;
     rec.item_id = id;
@@ -103,8 +139,14 @@ Pipeline::RecordState Pipeline::ensure_indexed(Gallery& gallery, const std::stri
     }
     std::string metadata = gallery.metadata(id);
     index_->add(id, rec->features);
+    ItemInfo info{rec->image_size, std::move(metadata), {}, {}};
+    if (settings_.verify.rematch) {
+        info.descriptors = rec->features.descriptors;
+        info.points.reserve(rec->features.keypoints.size());
+        for (const auto& k : rec->features.keypoints) info.points.push_back(k.pt);
+    }
     std::unique_lock lock(items_mutex_);
-    items_[id] = ItemInfo{rec->image_size, std::move(metadata)};
+    items_[id] = std::move(info);
     return state;
 }
 
@@ -148,21 +190,68 @@ bool Pipeline::remove(const std::string& id) {
     return removed;
 }
 
-std::optional<Match> Pipeline::verify(const Candidate& c, const cv::Size& query_size, double to_original) const {
+std::vector<Correspondence> Pipeline::rematch(const Features& query, const ItemInfo& item) const {
+    std::vector<Correspondence> out;
+    if (query.descriptors.empty() || item.descriptors.rows < 2 || query.descriptors.type() != item.descriptors.type() ||
+        query.descriptors.cols != item.descriptors.cols)
+        return out;
+    std::vector<std::vector<cv::DMatch>> knn;
+    if (item.descriptors.type() == CV_8U && item.descriptors.cols % 8 == 0 && query.descriptors.isContinuous() &&
+        item.descriptors.isContinuous()) {
+        cv::Mat dist, idx;
+        hamming_top2(query.descriptors, item.descriptors, dist, idx);
+        knn.resize(static_cast<std::size_t>(dist.rows));
+        for (int r = 0; r < dist.rows; ++r)
+            knn[static_cast<std::size_t>(r)] = {cv::DMatch(r, idx.at<int>(r, 0), dist.at<float>(r, 0)),
+                                                cv::DMatch(r, idx.at<int>(r, 1), dist.at<float>(r, 1))};
+    } else {
+        cv::BFMatcher matcher(item.descriptors.type() == CV_8U ? cv::NORM_HAMMING : cv::NORM_L2);
+        matcher.knnMatch(query.descriptors, item.descriptors, knn, 2);
+    }
+    const float ratio = static_cast<float>(settings_.verify.rematch_ratio);
+    // One query keypoint per gallery keypoint: the closest wins (a repeated texture otherwise
+    // piles many query points onto one reference point and fakes inliers).
+    std::vector<int> best_for(static_cast<std::size_t>(item.descriptors.rows), -1);
+    std::vector<float> best_dist(static_cast<std::size_t>(item.descriptors.rows), 0);
+    for (const auto& k : knn) {
+        if (k.size() < 2 || k[0].distance >= ratio * k[1].distance) continue;
+        auto t = static_cast<std::size_t>(k[0].trainIdx);
+        if (best_for[t] < 0 || k[0].distance < best_dist[t]) {
+            best_for[t] = k[0].queryIdx;
+            best_dist[t] = k[0].distance;
+        }
+    }
+    for (std::size_t t = 0; t < best_for.size(); ++t)
+        if (best_for[t] >= 0)
+            out.push_back({query.keypoints[static_cast<std::size_t>(best_for[t])].pt, item.points[t], best_dist[t]});
+    return out;
+}
+
+std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features& query, const cv::Size& query_size,
+                                      double to_original) const {
     const auto& v = settings_.verify;
+    const Candidate* cp = &candidate;
     auto reject = [&](const char* why) -> std::optional<Match> {
-        log_->debug("candidate {} ({} correspondences) rejected: {}", c.id, c.correspondences.size(), why);
+        log_->debug("candidate {} ({} correspondences) rejected: {}", cp->id, cp->correspondences.size(), why);
         return std::nullopt;
     };
-    if (c.correspondences.size() < static_cast<std::size_t>(std::max(4, v.min_inliers)))
-        return reject("fewer correspondences than min_inliers");
     ItemInfo info;
     {
         std::shared_lock lock(items_mutex_);
-        auto it = items_.find(c.id);
+        auto it = items_.find(candidate.id);
         if (it == items_.end()) return reject("removed meanwhile");
         info = it->second;
     }
+    Candidate rematched;
+    if (v.rematch && !info.descriptors.empty()) {
+        rematched.id = candidate.id;
+        rematched.score = candidate.score;
+        rematched.correspondences = rematch(query, info);
+        cp = &rematched;
+    }
+    const Candidate& c = *cp;
+    if (c.correspondences.size() < static_cast<std::size_t>(std::max(4, v.min_inliers)))
+        return reject("fewer correspondences than min_inliers");
     std::vector<cv::Point2f> src, dst;
     src.reserve(c.correspondences.size());
     dst.reserve(c.correspondences.size());
@@ -173,9 +262,35 @@ std::optional<Match> Pipeline::verify(const Candidate& c, const cv::Size& query_
     std::vector<unsigned char> mask;
     cv::Mat H = cv::findHomography(src, dst, cv::RANSAC, v.reprojection_error, mask, 2000, 0.995);
     if (H.empty()) return reject("no homography");
+    // RANSAC's model comes from 4 points; refit on all inliers (least squares + Levenberg-Marquardt)
+    // and re-collect them, so the outline is as good as every inlier makes it.
+    for (int round = 0; round < 3; ++round) {
+        std::vector<cv::Point2f> s_in, d_in;
+        for (std::size_t i = 0; i < mask.size(); ++i)
+            if (mask[i]) {
+                s_in.push_back(src[i]);
+                d_in.push_back(dst[i]);
+            }
+        if (s_in.size() < 8) break;
+        cv::Mat refined = cv::findHomography(s_in, d_in, 0);
+        if (refined.empty()) break;
+        std::vector<cv::Point2f> projected;
+        cv::perspectiveTransform(src, projected, refined);
+        std::vector<unsigned char> refined_mask(src.size());
+        for (std::size_t i = 0; i < src.size(); ++i)
+            refined_mask[i] = cv::norm(projected[i] - dst[i]) <= v.reprojection_error ? 1 : 0;
+        if (cv::countNonZero(refined_mask) < cv::countNonZero(mask)) break;
+        const bool same = refined_mask == mask;
+        H = refined;
+        mask = std::move(refined_mask);
+        if (same) break;
+    }
     int inliers = cv::countNonZero(mask);
     double ratio = static_cast<double>(inliers) / static_cast<double>(c.correspondences.size());
-    if (inliers < v.min_inliers || ratio < v.min_inlier_ratio) return reject("too few inliers");
+    if (inliers < v.min_inliers || ratio < v.min_inlier_ratio) {
+        log_->debug("candidate {}: {} inliers of {} correspondences", c.id, inliers, c.correspondences.size());
+        return reject("too few inliers");
+    }
 
     // Reject homographies that no photo of a flat object could produce.
     const float w = static_cast<float>(info.size.width), h = static_cast<float>(info.size.height);
@@ -223,22 +338,23 @@ Result Pipeline::recognize_or_throw(const Request& request) const {
     cv::Mat work;
     double resize = resize_to_working(decoded.gray, work, settings_.working_size);
     const double to_original = 1.0 / (decoded.scale * resize);
+    normalise(work);
     result.timings_ms["decode"] = ms_since(t);
     check_deadline(request, "feature extraction");
 
     t = Clock::now();
-    Features features = extractor_->extract(work);
+    Features features = query_extractor_->extract(work);
     result.timings_ms["extract"] = ms_since(t);
     check_deadline(request, "search");
 
     t = Clock::now();
-    auto candidates = index_->search(features, settings_.verify.candidates);
+    auto candidates = index_->search(strongest(features, settings_.search_features), settings_.verify.candidates);
     result.timings_ms["search"] = ms_since(t);
     check_deadline(request, "verification");
 
     t = Clock::now();
     for (const auto& c : candidates)
-        if (auto m = verify(c, work.size(), to_original)) result.matches.push_back(std::move(*m));
+        if (auto m = verify(c, features, work.size(), to_original)) result.matches.push_back(std::move(*m));
     std::sort(result.matches.begin(), result.matches.end(),
               [](const Match& a, const Match& b) { return a.inliers != b.inliers ? a.inliers > b.inliers : a.id < b.id; });
     auto px = client_number(request, "pos_x"), py = client_number(request, "pos_y");

@@ -2,6 +2,7 @@
 // votes per item. It is the correctness baseline every other index is compared with.
 #include <opencv2/core.hpp>
 #include <sightline/plugin.hpp>
+#include <sightline/hamming.hpp>
 #include <sightline/serialize.hpp>
 
 #include <algorithm>
@@ -22,38 +23,6 @@ struct Item {
     std::vector<cv::Point2f> points;
     cv::Mat descriptors;
 };
-
-// For each query row, the two smallest Hamming distances to rows of `gallery` and the index of the
-// nearest. Rows are whole 64-bit words for ORB-like descriptors; the popcnt clone is chosen at load
-// time on CPUs that have the instruction.
-__attribute__((target_clones("popcnt", "default"))) void hamming_top2(const cv::Mat& query, const cv::Mat& gallery,
-                                                                       cv::Mat& dist, cv::Mat& idx) {
-    const int words = query.cols / 8;
-    dist.create(query.rows, 2, CV_32F);
-    idx.create(query.rows, 2, CV_32S);
-    for (int r = 0; r < query.rows; ++r) {
-        const auto* q = reinterpret_cast<const std::uint64_t*>(query.ptr(r));
-        int d1 = std::numeric_limits<int>::max(), d2 = d1, i1 = -1;
-        for (int g = 0; g < gallery.rows; ++g) {
-            const auto* x = reinterpret_cast<const std::uint64_t*>(gallery.ptr(g));
-            int d = 0;
-            for (int w = 0; w < words; ++w) d += __builtin_popcountll(q[w] ^ x[w]);
-            if (d < d2) {
-                if (d < d1) {
-                    d2 = d1;
-                    d1 = d;
-                    i1 = g;
-                } else {
-                    d2 = d;
-                }
-            }
-        }
-        dist.at<float>(r, 0) = static_cast<float>(d1);
-        dist.at<float>(r, 1) = static_cast<float>(d2);
-        idx.at<int>(r, 0) = i1;
-        idx.at<int>(r, 1) = gallery.rows > 1 ? -2 : -1;  // second neighbour's row is never needed
-    }
-}
 
 // Searches read an immutable snapshot; a change builds a new list of item pointers (cheap) and
 // swaps it in, so an add never waits for running searches and searches never see half an item.
@@ -129,7 +98,7 @@ public:
                     continue;
                 if (norm == cv::NORM_HAMMING && q.cols % 8 == 0 && q.isContinuous() &&
                     item.descriptors.isContinuous()) {
-                    hamming_top2(q, item.descriptors, dist[i], idx[i]);
+                    sightline::hamming_top2(q, item.descriptors, dist[i], idx[i]);
                     continue;
                 }
                 int kk = std::min(2, item.descriptors.rows);

@@ -28,12 +28,21 @@ struct VerifyParams {
     double max_scale_change = 8.0;      // sqrt(area ratio) of outline vs. reference, either way
     double max_aspect_change = 4.0;     // outline aspect vs. reference aspect, either way
     double max_side_ratio = 5.0;        // longest/shortest pair of opposite sides (perspective)
+    // Match the query again against each candidate's own features (ratio test within that item)
+    // before RANSAC. The index's gallery-wide ratio test keeps only matches that are unique in the
+    // whole gallery, which leaves a small or blurred object with too few to verify.
+    bool rematch = true;
+    double rematch_ratio = 0.8;
 };
 
 struct PipelineSettings {
     int working_size = 800;        // long side of a query image when features are extracted
     int gallery_size = 480;        // long side of a reference image when features are extracted
     std::size_t max_matches = 5;   // how many verified objects a result may list
+    std::size_t search_features = 0;  // strongest query features sent to the index (0: all)
+    // Local contrast equalisation (CLAHE) before extraction, gallery and query alike: low-contrast,
+    // hazy or dim objects otherwise lose the feature budget to a busy background.
+    double clahe_clip = 0;  // 0: off
     VerifyParams verify;
     DecodeLimits limits;
 };
@@ -42,7 +51,10 @@ struct PipelineSettings {
 // gallery side: the index is filled from feature records, computing only what is missing.
 class Pipeline {
 public:
-    Pipeline(std::string name, std::shared_ptr<FeatureExtractor> extractor, std::shared_ptr<Index> index,
+    // query_extractor: the same plugin as extractor, possibly with other parameters (more features);
+    // null means extractor.
+    Pipeline(std::string name, std::shared_ptr<FeatureExtractor> extractor,
+             std::shared_ptr<FeatureExtractor> query_extractor, std::shared_ptr<Index> index,
              PipelineSettings settings, std::shared_ptr<spdlog::logger> logger, MetricsRegistry* metrics);
 
     const std::string& name() const { return name_; }
@@ -73,13 +85,19 @@ private:
     struct ItemInfo {
         cv::Size size;
         std::string metadata;
+        std::vector<cv::Point2f> points;  // kept for rematching only
+        cv::Mat descriptors;
     };
     enum class RecordState { loaded, computed, damaged_recomputed };
     RecordState ensure_indexed(Gallery& gallery, const std::string& id);
-    std::optional<Match> verify(const Candidate& c, const cv::Size& query_size, double to_original) const;
+    void normalise(cv::Mat& gray) const;
+    std::optional<Match> verify(const Candidate& c, const Features& query, const cv::Size& query_size,
+                                double to_original) const;
+    std::vector<Correspondence> rematch(const Features& query, const ItemInfo& item) const;
 
     std::string name_;
     std::shared_ptr<FeatureExtractor> extractor_;
+    std::shared_ptr<FeatureExtractor> query_extractor_;
     std::shared_ptr<Index> index_;
     PipelineSettings settings_;
     std::shared_ptr<spdlog::logger> log_;
