@@ -1,0 +1,140 @@
+#include <charconv>
+#include <cstring>
+
+#include "bench.hpp"
+#include "embedded_config.hpp"
+#include "sightline/host/pipeline.hpp"
+#include "sightline/host/plugin_registry.hpp"
+
+namespace sightline::bench {
+
+namespace {
+
+std::string json_list(const std::vector<std::string>& items) { return nlohmann::json(items).dump(); }
+
+nlohmann::json scalar_to_json(const std::string& s) {
+    if (s == "true" || s == "True" || s == "TRUE") return true;
+    if (s == "false" || s == "False" || s == "FALSE") return false;
+    if (s == "null" || s == "~") return nullptr;
+    const char* b = s.data();
+    const char* e = s.data() + s.size();
+    long long i = 0;
+    if (auto [p, ec] = std::from_chars(b, e, i); ec == std::errc() && p == e && !s.empty()) return i;
+    double d = 0;
+    if (auto [p, ec] = std::from_chars(b, e, d); ec == std::errc() && p == e && !s.empty()) return d;
+    return s;
+}
+
+void add_schema_defaults(nlohmann::json& section, const host::PluginRegistry& registry, PluginKind kind) {
+    if (!section.is_object() || !section.contains("type") || !section["type"].is_string()) return;
+    const auto* plugin = registry.find(kind, section["type"].get<std::string>());
+    if (!plugin) return;
+    for (const auto& key : plugin->schema()) {
+        if (!key.name || section.contains(key.name) || !key.default_value) continue;
+        section[key.name] = scalar_to_json(key.default_value);
+    }
+}
+
+}  // namespace
+
+nlohmann::json yaml_to_json(const YAML::Node& n) {
+    if (!n || n.IsNull()) return nullptr;
+    if (n.IsScalar()) return scalar_to_json(n.Scalar());
+    if (n.IsSequence()) {
+        auto a = nlohmann::json::array();
+        for (const auto& x : n) a.push_back(yaml_to_json(x));
+        return a;
+    }
+    auto o = nlohmann::json::object();
+    for (auto it = n.begin(); it != n.end(); ++it) o[it->first.Scalar()] = yaml_to_json(it->second);
+    return o;
+}
+
+std::vector<fs::path> plugin_dirs(const Options& o) {
+    std::vector<fs::path> out;
+    for (const auto& d : o.plugin_dirs) out.push_back(fs::absolute(d));
+    if (out.empty()) out.push_back((exe_dir().parent_path() / "plugins").lexically_normal());
+    for (const auto& d : out) {
+        std::error_code ec;
+        if (!fs::is_directory(d, ec))
+            throw UsageError("plugin directory " + d.string() + " does not exist (pass --plugins DIR, the build's plugins dir)");
+    }
+    return out;
+}
+
+std::string default_pipeline_name(const host::LoadedConfig& c) {
+    if (c.root["default_pipeline"]) return c.root["default_pipeline"].Scalar();
+    std::string first;
+    const YAML::Node& p = c.root["pipelines"];
+    if (p && p.IsMap())
+        for (auto it = p.begin(); it != p.end(); ++it)
+            if (first.empty() || it->first.Scalar() < first) first = it->first.Scalar();
+    return first;
+}
+
+std::string gallery_storage_name(const host::LoadedConfig& c) {
+    const YAML::Node& g = c.root["gallery"];
+    if (g && g.IsMap() && g["storage"]) return g["storage"].Scalar();
+    return "gallery";
+}
+
+host::LoadedConfig load_bench_config(const Options& o) {
+    host::LoadedConfig c;
+    if (!o.config_file.empty())
+        c = host::load_config_file(o.config_file);
+    else if (fs::exists("config/default.yaml"))
+        c = host::load_config_file("config/default.yaml");
+    else
+        c = host::load_config_text(app::kEmbeddedDefaultConfig, "<built-in default.yaml>");
+    // Quiet by default (the bench owns stderr); a --set logging.level=... below wins.
+    host::apply_override(c, "logging.level=" + o.log_level);
+    for (const auto& s : o.overrides) host::apply_override(c, s);
+    // The bench's own plugins, never whatever a relative plugins.paths finds from the cwd.
+    std::vector<std::string> dirs;
+    for (const auto& d : plugin_dirs(o)) dirs.push_back(d.string());
+    host::apply_override(c, "plugins.paths=" + json_list(dirs));
+    if (!o.keep_sinks) host::apply_override(c, "sinks=[]");
+    const std::string storage = gallery_storage_name(c);
+    const YAML::Node& st = c.root["storages"][storage];
+    if (!st || !st["type"] || st["type"].Scalar() != "local")
+        throw UsageError("the gallery storage '" + storage +
+                         "' must be of type local: the bench fills a fresh temporary gallery and never touches a "
+                         "configured one");
+    return c;
+}
+
+nlohmann::json summarize_config(const host::LoadedConfig& c, const std::vector<fs::path>& plugins) {
+    host::PluginRegistry registry(plugins);
+    registry.load_all();
+    const std::string name = default_pipeline_name(c);
+    const YAML::Node& p = c.root["pipelines"][name];
+    nlohmann::json s;
+    s["file"] = c.file;
+    s["pipeline"] = name;
+    s["features"] = yaml_to_json(p["features"]);
+    s["index"] = yaml_to_json(p["index"]);
+    add_schema_defaults(s["features"], registry, PluginKind::features);
+    add_schema_defaults(s["index"], registry, PluginKind::index);
+    const host::PipelineSettings d;
+    nlohmann::json v = yaml_to_json(p["verify"]);
+    if (!v.is_object()) v = nlohmann::json::object();
+    auto def = [&](const char* k, nlohmann::json value) {
+        if (!v.contains(k)) v[k] = std::move(value);
+    };
+    // Only long-lived keys get a default here; every other key shows when the config sets it.
+    def("candidates", d.verify.candidates);
+    def("min_inliers", d.verify.min_inliers);
+    def("min_inlier_ratio", d.verify.min_inlier_ratio);
+    def("reprojection_error", d.verify.reprojection_error);
+    s["verify"] = v;
+    auto num = [&](const char* k, int fallback) -> nlohmann::json {
+        return p[k] ? scalar_to_json(p[k].Scalar()) : nlohmann::json(fallback);
+    };
+    s["working_size"] = num("working_size", d.working_size);
+    s["gallery_size"] = num("gallery_size", d.gallery_size);
+    s["max_matches"] = num("max_matches", static_cast<int>(d.max_matches));
+    s["limits"] = yaml_to_json(c.root["limits"]);
+    return s;
+}
+
+}  // namespace sightline::bench

@@ -1,0 +1,213 @@
+// Accuracy, latency and throughput from the outcomes; the JSON report and the mistakes CSV.
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+
+#include "bench.hpp"
+
+namespace sightline::bench {
+
+namespace {
+
+enum class Kind { skipped, correct, wrong_id, missed, error, true_negative, false_positive };
+
+const char* kind_name(Kind k) {
+    switch (k) {
+        case Kind::skipped: return "skipped";
+        case Kind::correct: return "correct";
+        case Kind::wrong_id: return "wrong_id";
+        case Kind::missed: return "missed";
+        case Kind::error: return "error";
+        case Kind::true_negative: return "true_negative";
+        case Kind::false_positive: return "false_positive";
+    }
+    return "?";
+}
+
+Kind classify(const QueryCase& q, const Outcome& o) {
+    if (!o.done) return Kind::skipped;
+    if (!o.error.empty()) return Kind::error;
+    if (q.negative()) return o.matches.empty() ? Kind::true_negative : Kind::false_positive;
+    if (o.matches.empty()) return Kind::missed;
+    return o.matches.front().id == q.truth ? Kind::correct : Kind::wrong_id;
+}
+
+double round_to(double v, int digits) {
+    double f = std::pow(10.0, digits);
+    return std::round(v * f) / f;
+}
+
+// Linear interpolation between closest ranks (numpy's default, "type 7").
+double percentile(std::vector<double>& sorted, double p) {
+    if (sorted.empty()) return 0;
+    double pos = p / 100.0 * static_cast<double>(sorted.size() - 1);
+    auto lo = static_cast<std::size_t>(std::floor(pos));
+    auto hi = std::min(lo + 1, sorted.size() - 1);
+    return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - static_cast<double>(lo));
+}
+
+nlohmann::json latency(std::vector<double> v) {
+    if (v.empty()) return nullptr;
+    std::sort(v.begin(), v.end());
+    double sum = 0;
+    for (double x : v) sum += x;
+    return {{"p50", round_to(percentile(v, 50), 3)},
+            {"p95", round_to(percentile(v, 95), 3)},
+            {"p99", round_to(percentile(v, 99), 3)},
+            {"mean", round_to(sum / static_cast<double>(v.size()), 3)},
+            {"max", round_to(v.back(), 3)},
+            {"n", v.size()}};
+}
+
+double ratio(std::size_t a, std::size_t b) { return b ? round_to(static_cast<double>(a) / static_cast<double>(b), 4) : 0.0; }
+
+std::string csv(const std::string& s) {
+    if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+    std::string out = "\"";
+    for (char c : s) {
+        if (c == '"') out += '"';
+        out += c;
+    }
+    return out + "\"";
+}
+
+}  // namespace
+
+nlohmann::json make_report(const Options& o, const Dataset& d, Driver& driver, const IngestStats& ingest,
+                           const RunResult& run, double total_seconds, bool truncated) {
+    std::map<Kind, std::size_t> count;
+    std::size_t positives = 0, negatives = 0, found_any = 0;
+    std::map<std::string, std::vector<double>> stages;
+    std::vector<double> e2e;
+    for (std::size_t i = 0; i < d.queries.size(); ++i) {
+        const auto& q = d.queries[i];
+        const auto& out = run.outcomes[i];
+        Kind k = classify(q, out);
+        ++count[k];
+        if (k == Kind::skipped) continue;
+        (q.negative() ? negatives : positives)++;
+        if (!q.negative())
+            for (const auto& m : out.matches) found_any += m.id == q.truth ? 1 : 0;
+        if (k == Kind::error) continue;
+        e2e.push_back(out.end_to_end_ms);
+        for (const auto& [stage, ms] : out.timings_ms) stages[stage].push_back(ms);
+    }
+
+    nlohmann::json r;
+    r["bench"] = "recognition";
+    r["driver"] = driver.name();
+    r["seed"] = o.seed;
+    r["config"] = driver.config_summary();
+    r["config"]["overrides"] = o.overrides;
+
+    nlohmann::json g;
+    if (!o.set_dir.empty()) g["set_dir"] = o.set_dir;
+    g["dirs"] = o.gallery_dirs;
+    g["items"] = driver.gallery_size();
+    g["files"] = d.gallery.size();
+    g["failed"] = ingest.failed;
+    g["held_out"] = d.held_out.size();
+    g["ingest_seconds"] = round_to(ingest.seconds, 3);
+    r["gallery"] = g;
+    r["gallery_size"] = driver.gallery_size();
+
+    nlohmann::json qs;
+    qs["source"] = d.source;
+    qs["positives"] = positives;
+    qs["negatives"] = negatives;
+    qs["generated"] = d.queries.size();
+    qs["not_sent"] = count[Kind::skipped];
+    if (d.source == "synthetic") {
+        const auto& rg = o.ranges;
+        qs["photo_size"] = {o.photo_width, o.photo_height};
+        qs["ranges"] = {{"scale", {rg.scale_min, rg.scale_max}},
+                        {"rotation_deg", rg.rotation_max_deg},
+                        {"tilt", rg.tilt_max},
+                        {"blur_sigma_max", rg.blur_max},
+                        {"noise_sigma_max", rg.noise_max},
+                        {"brightness_max", rg.brightness_max},
+                        {"contrast", {rg.contrast_min, rg.contrast_max}},
+                        {"jpeg_quality", {rg.jpeg_min, rg.jpeg_max}},
+                        {"cutoff_probability", rg.cutoff_probability}};
+        std::size_t cut = 0;
+        for (const auto& q : d.queries) cut += (q.synth && q.synth->cut_off) ? 1 : 0;
+        qs["cut_off"] = cut;
+        qs["backgrounds"] = d.backgrounds;
+    } else {
+        qs["skipped_in_truth"] = d.set_skipped;
+    }
+    r["queries"] = qs;
+    r["concurrency"] = o.concurrency;
+
+    r["recall_at_1"] = ratio(count[Kind::correct], positives);
+    r["wrong_id_rate"] = ratio(count[Kind::wrong_id], positives);
+    r["miss_rate"] = ratio(count[Kind::missed], positives);
+    r["false_positive_rate"] = ratio(count[Kind::false_positive], negatives);
+    r["error_rate"] = ratio(count[Kind::error], positives + negatives);
+    r["recall_any"] = ratio(found_any, positives);
+    r["counts"] = {{"correct", count[Kind::correct]},
+                   {"wrong_id", count[Kind::wrong_id]},
+                   {"missed", count[Kind::missed]},
+                   {"false_positive", count[Kind::false_positive]},
+                   {"true_negative", count[Kind::true_negative]},
+                   {"error", count[Kind::error]}};
+
+    nlohmann::json lat;
+    for (const char* s : {"decode", "extract", "search", "verify", "total"})
+        lat[s] = stages.count(s) ? latency(stages[s]) : nlohmann::json(nullptr);
+    for (const auto& [s, v] : stages)
+        if (!lat.contains(s)) lat[s] = latency(v);
+    lat["end_to_end"] = latency(e2e);
+    r["latency_ms"] = lat;
+    r["requests_per_s"] = run.seconds > 0 ? round_to(static_cast<double>(run.sent) / run.seconds, 2) : 0.0;
+    r["query_seconds"] = round_to(run.seconds, 3);
+    r["ingest_images_per_s"] =
+        ingest.seconds > 0 ? round_to(static_cast<double>(ingest.stored) / ingest.seconds, 2) : 0.0;
+    auto rss = driver.peak_rss_bytes();
+    r["peak_rss_mib"] = rss ? nlohmann::json(round_to(static_cast<double>(*rss) / 1048576.0, 1)) : nlohmann::json(nullptr);
+    r["peak_rss_of"] = driver.peak_rss_of();
+    r["elapsed_seconds"] = round_to(total_seconds, 2);
+    r["truncated"] = truncated;
+    return r;
+}
+
+void write_mistakes(const fs::path& file, const Dataset& d, const RunResult& run) {
+    if (file.has_parent_path()) fs::create_directories(file.parent_path());
+    std::ofstream out(file);
+    if (!out) throw std::runtime_error("cannot write " + file.string());
+    out << "query,truth,answer,score,inliers,kind,truth_rank,source,end_to_end_ms,scale,rotation_deg,tilt_x,tilt_y,"
+           "blur_sigma,noise_sigma,jpeg_quality,cut_off,error\n";
+    for (std::size_t i = 0; i < d.queries.size(); ++i) {
+        const auto& q = d.queries[i];
+        const auto& o = run.outcomes[i];
+        Kind k = classify(q, o);
+        if (k == Kind::correct || k == Kind::true_negative || k == Kind::skipped) continue;
+        std::string answer = "-", score, inliers;
+        if (!o.matches.empty()) {
+            answer = o.matches.front().id;
+            score = std::to_string(round_to(o.matches.front().score, 4));
+            score.erase(score.find_last_not_of('0') + 1);
+            if (!score.empty() && score.back() == '.') score.pop_back();
+            inliers = std::to_string(o.matches.front().inliers);
+        }
+        // Where the right answer is among the matches (1-based), for a wrong_id.
+        std::string rank;
+        for (std::size_t m = 0; m < o.matches.size(); ++m)
+            if (!q.negative() && o.matches[m].id == q.truth) rank = std::to_string(m + 1);
+        out << csv(q.name) << "," << csv(q.negative() ? "-" : q.truth) << "," << csv(answer) << "," << score << ","
+            << inliers << "," << kind_name(k) << "," << rank << "," << csv(q.source.string()) << ","
+            << round_to(o.end_to_end_ms, 2);
+        if (q.synth) {
+            const auto& w = q.synth->warp;
+            const auto& g = q.synth->degrade;
+            out << "," << round_to(w.scale, 3) << "," << round_to(w.rotation_deg, 1) << "," << round_to(w.tilt_x, 3)
+                << "," << round_to(w.tilt_y, 3) << "," << round_to(g.blur_sigma, 2) << ","
+                << round_to(g.noise_sigma, 2) << "," << g.jpeg_quality << "," << (q.synth->cut_off ? 1 : 0);
+        } else {
+            out << ",,,,,,,,";
+        }
+        out << "," << csv(o.error) << "\n";
+    }
+}
+
+}  // namespace sightline::bench
