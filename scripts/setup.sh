@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config ccache
           libopencv-dev libboost-dev libboost-filesystem-dev libyaml-cpp-dev libspdlog-dev
-          libcli11-dev nlohmann-json3-dev libgtest-dev)
+          libcli11-dev nlohmann-json3-dev libgtest-dev libcpp-httplib-dev
+          clang-14 libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -24,6 +24,7 @@ ImageHeader probe_jpeg(std::span<const std::uint8_t> b) {
     ImageHeader h{"jpeg", 0, 0};
     std::size_t i = 2;
     bool in_scan = false;
+    bool have_frame = false;
     while (true) {
         if (in_scan) {
             // Entropy-coded data: 0xFF is followed by 0x00 (stuffing) or a restart marker, unless a
@@ -45,6 +46,9 @@ ImageHeader probe_jpeg(std::span<const std::uint8_t> b) {
         bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
         if (sof) {
             if (len < 7) bad("the JPEG frame header is corrupt");
+            // The decoder uses the first frame header; a later one must not be what the limits see.
+            if (have_frame) bad("the JPEG data is corrupt (more than one frame header)");
+            have_frame = true;
             h.height = static_cast<int>(be16(&b[i + 3]));
             h.width = static_cast<int>(be16(&b[i + 5]));
         }
@@ -115,6 +119,17 @@ DecodedImage decode_gray(std::span<const std::uint8_t> bytes, const DecodeLimits
                 break;
             }
     }
+    // cv::imdecode uses the first decoder whose signature matches. For what probe_image accepts that is
+    // OpenCV's decoder of the same format, except when libwebp refuses a WebP header: then imdecode
+    // falls through to the DICOM decoder ("DICM" at byte 128), whose GDCM aborts the process on some
+    // inputs, and to GDAL ("DTED" at byte 140), which parses the data from a temp file. Data with
+    // those signatures is refused before it can reach them (a real image has them by chance with a
+    // probability of 2^-31).
+    auto signature_at = [&](std::size_t offset, const char* sig) {
+        return bytes.size() >= offset + 4 && std::memcmp(&bytes[offset], sig, 4) == 0;
+    };
+    if (signature_at(128, "DICM") || signature_at(140, "DTED"))
+        bad("the " + h.format + " data is corrupt (it carries the signature of another format)");
     cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8U, const_cast<std::uint8_t*>(bytes.data()));
     try {
         out.gray = cv::imdecode(raw, flags);

@@ -131,7 +131,10 @@ TEST(PluginRegistry, GetMissingListsAvailablePluginsAndSearchPaths) {
     EXPECT_THAT(available, HasSubstr("orb")) << what;
     EXPECT_THAT(available, HasSubstr("counting")) << what;
 
-    e = capture_error([&] { registry.get(PluginKind::sink, "jsonl"); });
+    // A kind with no plugin at all in the search path (the fixtures hold only a features plugin).
+    PluginRegistry fixtures_only({fixture_good_dir()});
+    fixtures_only.load_all();
+    e = capture_error([&] { fixtures_only.get(PluginKind::sink, "jsonl"); });
     EXPECT_THAT(e.what(), HasSubstr("available: none")) << e.what();
 }
 
