@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default config: install what is missing, build, ingest the demo
-# gallery (examples/gallery) and recognise the demo queries, comparing with their known answers.
+# gallery (examples/gallery), recognise the demo queries comparing with their known answers, then
+# serve the HTTP API on that gallery until Ctrl-C (SIGHTLINE_SERVE=0 skips serving).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh -DSIGHTLINE_BUILD_TESTS=OFF
@@ -24,3 +25,11 @@ while IFS=$'\t' read -r file truth; do
   printf '  %-16s truth %-12s answer %-12s %s\n' "$file" "$truth" "$answer" "$mark"
 done < examples/gallery/queries/truth.tsv
 echo "$correct of $total demo queries answered correctly"
+
+[ "${SIGHTLINE_SERVE:-1}" = "0" ] && exit 0
+listen=${SIGHTLINE_LISTEN:-127.0.0.1:8080}
+first=$(head -1 examples/gallery/queries/truth.tsv | cut -f1)
+echo "==> sightline serve on http://$listen (Ctrl-C stops it). Try, from another terminal:"
+echo "    curl -F image=@examples/gallery/queries/$first http://$listen/v1/recognize"
+echo "    curl http://$listen/v1/gallery?limit=5    curl http://$listen/metrics    (API: docs/api.md)"
+exec "$bin" serve --set "transports=[{type: http, listen: \"$listen\"}]"

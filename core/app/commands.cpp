@@ -249,6 +249,24 @@ int cmd_serve(const GlobalOptions& g) {
                     "nothing to serve: the config has no transports (add e.g. `transports: [{type: http, listen: "
                     "\"127.0.0.1:8080\"}]` or --set 'transports=[{type: http}]')");
     HostService service(host);
+    // On every way out (an exception included), transports stop before the service they call goes.
+    struct StopTransports {
+        Host& host;
+        std::chrono::milliseconds deadline;
+        bool stopped = false;
+        void operator()() {
+            if (stopped) return;
+            stopped = true;
+            for (const auto& t : host.transports()) {
+                try {
+                    t->stop(deadline);
+                } catch (const std::exception& e) {
+                    spdlog::error("stopping a transport failed: {}", e.what());
+                }
+            }
+        }
+        ~StopTransports() { (*this)(); }
+    } stop_transports{host, host.limits().shutdown_timeout};
     for (const auto& t : host.transports()) t->start(service);
     auto log = make_logger("serve");
     std::size_t total = host.gallery().ids().size();
@@ -262,7 +280,7 @@ int cmd_serve(const GlobalOptions& g) {
     log->info("{} received: no new requests; draining for at most {} ms", sig == SIGTERM ? "SIGTERM" : "SIGINT",
               host.limits().shutdown_timeout.count());
     const auto t0 = Clock::now();
-    for (const auto& t : host.transports()) t->stop(host.limits().shutdown_timeout);
+    stop_transports();
     auto left = host.limits().shutdown_timeout -
                 std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
     std::size_t unfinished = service.drain(std::max(left, std::chrono::milliseconds(0)));

@@ -28,7 +28,13 @@ HostService::HostService(Host& host) : host_(host), log_(make_logger("service"))
     gallery_items_ = &m.gauge("gallery_items", "items in the gallery");
 }
 
-HostService::~HostService() { drain(std::chrono::milliseconds(0)); }
+HostService::~HostService() {
+    // Jobs on the host's workers point at this service: wait for every one (each is bounded by its
+    // request deadline).
+    draining_ = true;
+    std::unique_lock lock(inflight_mutex_);
+    inflight_cv_.wait(lock, [&] { return inflight_ == 0; });
+}
 
 std::string HostService::new_request_id() {
     std::lock_guard lock(id_mutex_);
@@ -78,23 +84,24 @@ void HostService::publish(const Result& result, const Request& request) {
 Result HostService::recognize(Request request) {
     request = prepare(std::move(request));
     const auto deadline = request.deadline;
-    std::future<Result> future;
+    // The in-flight count follows the job, not the caller: a caller that gave up (504) leaves a job
+    // that still uses this service, and drain() and the destructor must wait for it.
     {
         std::lock_guard lock(inflight_mutex_);
         ++inflight_;
     }
-    struct Done {
-        HostService* s;
-        ~Done() {
-            std::lock_guard lock(s->inflight_mutex_);
-            --s->inflight_;
-            s->inflight_cv_.notify_all();
-        }
-    } done{this};
+    std::future<Result> future;
     try {
         auto shared = std::make_shared<Request>(std::move(request));
-        future = host_.workers().try_submit([this, shared] { return run(*shared); });
+        future = host_.workers().try_submit([this, shared] {
+            struct Done {
+                HostService* s;
+                ~Done() { s->job_done(); }
+            } done{this};
+            return run(*shared);
+        });
     } catch (const Error& e) {
+        job_done();
         if (e.code() == ErrorCode::resource_exhausted) rejected_full_->inc();
         throw;
     }
@@ -105,6 +112,12 @@ Result HostService::recognize(Request request) {
                                                       std::to_string(host_.limits().request_timeout.count()) + " ms)");
     }
     return future.get();
+}
+
+void HostService::job_done() {
+    std::lock_guard lock(inflight_mutex_);
+    --inflight_;
+    inflight_cv_.notify_all();
 }
 
 std::string HostService::submit(Request request) {
@@ -126,6 +139,10 @@ std::string HostService::submit(Request request) {
     try {
         auto shared = std::make_shared<Request>(std::move(request));
         host_.workers().try_submit([this, shared] {
+            struct Done {
+                HostService* s;
+                ~Done() { s->job_done(); }
+            } done{this};
             Request r = *shared;
             r.deadline = Clock::now() + host_.limits().request_timeout;
             Result result = run(r);
@@ -135,20 +152,13 @@ std::string HostService::submit(Request request) {
                 requests_[r.id] = Stored{RequestState::done, std::move(result), expires};
                 expiry_.emplace_back(expires, r.id);
             }
-            std::lock_guard lock(inflight_mutex_);
-            --inflight_;
-            inflight_cv_.notify_all();
         });
     } catch (const Error& e) {
         {
             std::lock_guard lock(requests_mutex_);
             requests_.erase(id);
         }
-        {
-            std::lock_guard lock(inflight_mutex_);
-            --inflight_;
-            inflight_cv_.notify_all();
-        }
+        job_done();
         if (e.code() == ErrorCode::resource_exhausted) rejected_full_->inc();
         throw;
     }

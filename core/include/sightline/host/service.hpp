@@ -48,6 +48,7 @@ private:
     Result run(const Request& request);
     void publish(const Result& result, const Request& request);
     void forget_expired_locked() const;
+    void job_done();
 
     Host& host_;
     std::shared_ptr<spdlog::logger> log_;
