@@ -1,5 +1,7 @@
 #include "sightline/host/gallery.hpp"
 
+#include <sightline/item_id.hpp>
+
 #include <nlohmann/json.hpp>
 #include <sightline/serialize.hpp>
 
@@ -27,16 +29,7 @@ std::string with_slash(std::string prefix) {
 }
 }  // namespace
 
-std::optional<std::string> invalid_id_reason(const std::string& id) {
-    if (id.empty()) return "the id is empty";
-    if (id.size() > 128) return "the id is longer than 128 characters";
-    if (id[0] == '.') return "the id starts with '.'";
-    for (char c : id)
-        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
-            return std::string("the id contains '") + (c >= 32 && c < 127 ? std::string(1, c) : std::string("?")) +
-                   "' (allowed: A-Z a-z 0-9 . _ -)";
-    return std::nullopt;
-}
+std::optional<std::string> invalid_id_reason(const std::string& id) { return invalid_item_id_reason(id); }
 
 void check_id(const std::string& id) {
     if (auto why = invalid_id_reason(id)) throw Error(ErrorCode::invalid_argument, "invalid item id: " + *why);

@@ -7,6 +7,7 @@
 // retried one roll_interval later (or at flush()); once `max_buffered` lines wait, publish() throws
 // resource_exhausted so the host counts the lost result.
 #include <sightline/plugin.hpp>
+#include <sightline/result_json.hpp>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/logger.h>
@@ -59,29 +60,10 @@ std::string compact_utc(std::chrono::system_clock::time_point t) {
 // The same shape and rounding as the HTTP API's result (core's result_json), plus client fields,
 // and the time the sink received it.
 std::string to_line(const sightline::Event& e) {
-    const auto& r = e.result;
-    auto round_to = [](double v, double f) { return std::round(v * f) / f; };
-    nlohmann::json j;
-    j["request_id"] = r.request_id;
-    j["variant"] = r.variant;
-    j["matches"] = nlohmann::json::array();
-    for (const auto& m : r.matches) {
-        nlohmann::json poly = nlohmann::json::array();
-        for (const auto& p : m.polygon) poly.push_back({round_to(p.x, 10.0), round_to(p.y, 10.0)});
-        auto meta = nlohmann::json::parse(m.metadata_json, nullptr, false);
-        j["matches"].push_back({{"id", m.id},
-                                {"score", round_to(m.score, 1000.0)},
-                                {"inliers", m.inliers},
-                                {"polygon", std::move(poly)},
-                                {"metadata", meta.is_discarded() ? nlohmann::json::object() : std::move(meta)}});
-    }
-    nlohmann::json t = nlohmann::json::object();
-    for (const auto& [k, v] : r.timings_ms) t[k] = round_to(v, 100.0);
-    j["timings_ms"] = std::move(t);
+    nlohmann::json j = sightline::result_to_json(e.result);
     nlohmann::json fields = nlohmann::json::object();
     for (const auto& [k, v] : e.client_fields) fields[k] = v;
     j["client_fields"] = std::move(fields);
-    if (r.error) j["error"] = {{"code", r.error->code}, {"message", r.error->message}};
     j["time"] = iso8601_utc(std::chrono::system_clock::now());
     // Client fields come from the network: invalid UTF-8 becomes U+FFFD instead of an exception.
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

@@ -1,5 +1,7 @@
 #include "request_parsing.hpp"
 
+#include <sightline/item_id.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -266,16 +268,7 @@ std::string normalise_metadata(std::string_view text, const ParseLimits& limits)
     }
 }
 
-std::optional<std::string> invalid_item_id_reason(std::string_view id) {
-    if (id.empty()) return "the id is empty";
-    if (id.size() > 128) return "the id is longer than 128 characters";
-    if (id[0] == '.') return "the id starts with '.'";
-    for (char c : id)
-        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
-            return std::string("the id contains '") + (c >= 32 && c < 127 ? std::string(1, c) : std::string("?")) +
-                   "' (allowed: A-Z a-z 0-9 . _ -)";
-    return std::nullopt;
-}
+std::optional<std::string> invalid_item_id_reason(std::string_view id) { return sightline::invalid_item_id_reason(id); }
 
 std::optional<std::string> invalid_request_id_reason(std::string_view id) {
     if (id.empty()) return "the request id is empty";
