@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "sightline/host/config_loader.hpp"
+#include "sightline/host/console.hpp"
 #include "sightline/synth/synth.hpp"
 
 namespace sightline::bench {
@@ -148,27 +149,11 @@ public:
 
 // ---- helpers (util.cpp)
 
-// A one-line progress bar on stderr: redrawn at most ten times a second on a terminal, a plain
-// line every 10% otherwise.
-class Progress {
-public:
-    Progress(std::string label, std::size_t total);
-    void update(std::size_t done);
-    void tick() { update(++count_); }
-
-private:
-    std::string label_;
-    std::size_t total_;
-    bool tty_;
-    Clock::time_point start_, drawn_{};
-    std::size_t decile_ = 0;
-    std::atomic<std::size_t> count_{0};
-    std::mutex mutex_;
-};
+using host::is_image_file;
+using host::read_file;
+using Progress = host::ProgressBar;
 
 void note(const std::string& line);  // a progress line on stderr
-Bytes read_file(const fs::path& p, std::uint64_t max_bytes);
-bool is_image_file(const fs::path& p);
 std::optional<std::uint64_t> vm_hwm_bytes(long pid);  // from /proc/<pid>/status; pid 0: self
 std::string content_type_for(const fs::path& p);
 fs::path exe_dir();

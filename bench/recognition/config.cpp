@@ -133,6 +133,10 @@ nlohmann::json summarize_config(const host::LoadedConfig& c, const std::vector<f
     s["working_size"] = num("working_size", d.working_size);
     s["gallery_size"] = num("gallery_size", d.gallery_size);
     s["max_matches"] = num("max_matches", static_cast<int>(d.max_matches));
+    // Query-side extraction differs from the gallery's when these are set; a run must show it.
+    if (p["query_features"]) s["query_features"] = yaml_to_json(p["query_features"]);
+    s["search_features"] = num("search_features", static_cast<int>(d.search_features));
+    if (p["clahe"]) s["clahe"] = scalar_to_json(p["clahe"].Scalar());
     s["limits"] = yaml_to_json(c.root["limits"]);
     return s;
 }

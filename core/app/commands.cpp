@@ -17,6 +17,7 @@
 #include <set>
 
 #include "embedded_config.hpp"
+#include "sightline/host/console.hpp"
 #include "sightline/host/host.hpp"
 #include "sightline/host/service.hpp"
 #include "sightline/host/result_json.hpp"
@@ -30,57 +31,6 @@ namespace sightline::app {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// A one-line progress bar on stderr: redrawn at most ten times a second on a terminal, a plain
-// line every 10% otherwise (logs, CI).
-class ProgressBar {
-public:
-    ProgressBar(std::string label, std::size_t total)
-        : label_(std::move(label)), total_(total), tty_(::isatty(STDERR_FILENO) != 0), start_(Clock::now()) {}
-    void update(std::size_t done) {
-        std::lock_guard lock(mutex_);
-        auto now = Clock::now();
-        bool last = done >= total_;
-        if (tty_) {
-            if (!last && now - drawn_ < std::chrono::milliseconds(100)) return;
-        } else {
-            std::size_t decile = total_ ? done * 10 / total_ : 10;
-            if (!last && decile == decile_) return;
-            decile_ = decile;
-        }
-        drawn_ = now;
-        double secs = std::chrono::duration<double>(now - start_).count();
-        double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
-        double eta = rate > 0 ? static_cast<double>(total_ - std::min(done, total_)) / rate : 0;
-        const int width = 30;
-        int filled = total_ ? static_cast<int>(width * done / total_) : width;
-        char line[256];
-        std::snprintf(line, sizeof line, "%s [%s%s] %zu/%zu  %.1f/s  eta %.0fs", label_.c_str(),
-                      std::string(static_cast<std::size_t>(filled), '#').c_str(),
-                      std::string(static_cast<std::size_t>(width - filled), '.').c_str(), done, total_, rate, eta);
-        std::cerr << (tty_ ? "\r" : "") << line << (tty_ && !last ? "" : "\n") << std::flush;
-    }
-
-private:
-    std::string label_;
-    std::size_t total_;
-    bool tty_;
-    Clock::time_point start_, drawn_{};
-    std::size_t decile_ = 11;
-    std::mutex mutex_;
-};
-
-bool is_image_file(const fs::path& p) {
-    std::string ext = p.extension().string();
-    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-    return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".webp" || ext == ".bmp";
-}
-
-Bytes read_file(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    if (!in) throw Error(ErrorCode::not_found, "cannot read " + p.string());
-    return Bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 std::unique_ptr<Host> make_host(const GlobalOptions& g) {
     auto host = std::make_unique<Host>(load(g), fallback_plugin_paths());

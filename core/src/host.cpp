@@ -217,11 +217,11 @@ std::vector<std::string> check_config(const LoadedConfig& c, const PluginRegistr
                 } else if (p["features"].IsMap() && p["features"]["type"]) {
                     try {
                         const auto& plugin = registry.get(PluginKind::features, p["features"]["type"].Scalar());
-                        // Checked as what it makes: the features section with these keys overlaid.
-                        YAML::Node merged = YAML::Clone(p["features"]);
-                        for (auto kv = p["query_features"].begin(); kv != p["query_features"].end(); ++kv)
-                            merged[kv->first.Scalar()] = kv->second;
-                        validate_section(merged, plugin.schema(), c.file, path + ".query_features", {"type"}, errors);
+                        // The plugin's keys, none required (they come from `features`); `type` is
+                        // not among them: the plugin cannot change.
+                        std::vector<ConfigKey> optional(plugin.schema().begin(), plugin.schema().end());
+                        for (auto& k : optional) k.required = false;
+                        validate_section(p["query_features"], optional, c.file, path + ".query_features", {}, errors);
                     } catch (const Error&) {  // already reported for .features
                     }
                 }

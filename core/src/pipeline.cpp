@@ -1,7 +1,6 @@
 #include "sightline/host/pipeline.hpp"
 
 #include <opencv2/calib3d.hpp>
-#include <opencv2/features2d.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include <chrono>
@@ -139,11 +138,11 @@ Pipeline::RecordState Pipeline::ensure_indexed(Gallery& gallery, const std::stri
     }
     std::string metadata = gallery.metadata(id);
     index_->add(id, rec->features);
-    ItemInfo info{rec->image_size, std::move(metadata), {}, {}};
+    auto info = std::make_shared<ItemInfo>(ItemInfo{rec->image_size, std::move(metadata), {}, {}});
     if (settings_.verify.rematch) {
-        info.descriptors = rec->features.descriptors;
-        info.points.reserve(rec->features.keypoints.size());
-        for (const auto& k : rec->features.keypoints) info.points.push_back(k.pt);
+        info->descriptors = rec->features.descriptors;
+        info->points.reserve(rec->features.keypoints.size());
+        for (const auto& k : rec->features.keypoints) info->points.push_back(k.pt);
     }
     std::unique_lock lock(items_mutex_);
     items_[id] = std::move(info);
@@ -195,30 +194,30 @@ std::vector<Correspondence> Pipeline::rematch(const Features& query, const ItemI
     if (query.descriptors.empty() || item.descriptors.rows < 2 || query.descriptors.type() != item.descriptors.type() ||
         query.descriptors.cols != item.descriptors.cols)
         return out;
-    std::vector<std::vector<cv::DMatch>> knn;
+    cv::Mat dist, idx;  // per query row: the two nearest item rows and their distances
     if (item.descriptors.type() == CV_8U && item.descriptors.cols % 8 == 0 && query.descriptors.isContinuous() &&
         item.descriptors.isContinuous()) {
-        cv::Mat dist, idx;
         hamming_top2(query.descriptors, item.descriptors, dist, idx);
-        knn.resize(static_cast<std::size_t>(dist.rows));
-        for (int r = 0; r < dist.rows; ++r)
-            knn[static_cast<std::size_t>(r)] = {cv::DMatch(r, idx.at<int>(r, 0), dist.at<float>(r, 0)),
-                                                cv::DMatch(r, idx.at<int>(r, 1), dist.at<float>(r, 1))};
     } else {
-        cv::BFMatcher matcher(item.descriptors.type() == CV_8U ? cv::NORM_HAMMING : cv::NORM_L2);
-        matcher.knnMatch(query.descriptors, item.descriptors, knn, 2);
+        const bool binary = item.descriptors.type() == CV_8U;
+        cv::Mat d;
+        cv::batchDistance(query.descriptors, item.descriptors, d, binary ? CV_32S : CV_32F, idx,
+                          binary ? cv::NORM_HAMMING : cv::NORM_L2, 2);
+        d.convertTo(dist, CV_32F);
     }
     const float ratio = static_cast<float>(settings_.verify.rematch_ratio);
     // One query keypoint per gallery keypoint: the closest wins (a repeated texture otherwise
     // piles many query points onto one reference point and fakes inliers).
     std::vector<int> best_for(static_cast<std::size_t>(item.descriptors.rows), -1);
     std::vector<float> best_dist(static_cast<std::size_t>(item.descriptors.rows), 0);
-    for (const auto& k : knn) {
-        if (k.size() < 2 || k[0].distance >= ratio * k[1].distance) continue;
-        auto t = static_cast<std::size_t>(k[0].trainIdx);
-        if (best_for[t] < 0 || k[0].distance < best_dist[t]) {
-            best_for[t] = k[0].queryIdx;
-            best_dist[t] = k[0].distance;
+    for (int r = 0; r < dist.rows; ++r) {
+        const float d1 = dist.at<float>(r, 0), d2 = dist.at<float>(r, 1);
+        const int nearest = idx.at<int>(r, 0);
+        if (nearest < 0 || idx.at<int>(r, 1) < 0 || d1 >= ratio * d2) continue;
+        auto t = static_cast<std::size_t>(nearest);
+        if (best_for[t] < 0 || d1 < best_dist[t]) {
+            best_for[t] = r;
+            best_dist[t] = d1;
         }
     }
     for (std::size_t t = 0; t < best_for.size(); ++t)
@@ -235,13 +234,14 @@ std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features
         log_->debug("candidate {} ({} correspondences) rejected: {}", cp->id, cp->correspondences.size(), why);
         return std::nullopt;
     };
-    ItemInfo info;
+    std::shared_ptr<const ItemInfo> item;  // shared: verification copies no reference data
     {
         std::shared_lock lock(items_mutex_);
         auto it = items_.find(candidate.id);
         if (it == items_.end()) return reject("removed meanwhile");
-        info = it->second;
+        item = it->second;
     }
+    const ItemInfo& info = *item;
     Candidate rematched;
     if (v.rematch && !info.descriptors.empty()) {
         rematched.id = candidate.id;

@@ -30,6 +30,7 @@
 
 #include "sightline/host/host.hpp"
 #include "sightline/host/service.hpp"
+#include "photos.hpp"
 #include "test_support.hpp"
 
 using namespace sightline;
@@ -70,22 +71,6 @@ protected:
 private:
     std::vector<std::string> lines_;
 };
-
-// An easy phone photo of a demo item (large, slightly rotated, mild degradation) as JPEG.
-std::string easy_photo(const fs::path& item, std::uint64_t seed = 9) {
-    cv::Mat img = cv::imread(item.string(), cv::IMREAD_COLOR);
-    if (img.empty()) throw std::runtime_error("cannot read " + item.string());
-    synth::Warp w;
-    w.scale = 0.95;
-    w.rotation_deg = 4;
-    synth::Degrade d;
-    d.blur_sigma = 0.5;
-    d.noise_sigma = 2;
-    d.jpeg_quality = 85;
-    d.noise_seed = seed;
-    auto photo = synth::render(img, synth::clutter_background({1024, 768}, seed), w, d);
-    return std::string(photo.jpeg.begin(), photo.jpeg.end());
-}
 
 std::string file_text(const fs::path& p) { return read_text(p); }
 
@@ -405,7 +390,7 @@ TEST(HttpTransport, NotReadyUntilTheGalleryIsLoaded) {
     res = c->Get("/healthz");
     ASSERT_TRUE(res);
     EXPECT_EQ(res->status, 200) << "healthz answers while the gallery loads";
-    const std::string photo = easy_photo(gallery_images()[0]);
+    const std::string photo = jpeg_string(easy_photo(gallery_images()[0]));
     res = c->Post("/v1/recognize", photo, "image/jpeg");
     expect_error(res, 503, "unavailable", "loading");
 
@@ -425,7 +410,7 @@ TEST(HttpTransport, RecognizesARawImageBody) {
     o.items = kItems;
     auto s = started(o);
     auto c = s->client();
-    auto res = c->Post("/v1/recognize", easy_photo(gallery_images()[kQueryItem]), "image/jpeg");
+    auto res = c->Post("/v1/recognize", jpeg_string(easy_photo(gallery_images()[kQueryItem])), "image/jpeg");
     ASSERT_TRUE(res);
     ASSERT_EQ(res->status, 200) << res->body;
     EXPECT_THAT(res->get_header_value("Content-Type"), HasSubstr("application/json"));
@@ -460,7 +445,7 @@ TEST(HttpTransport, RecognizesMultipartAndCarriesClientFields) {
     o.items = kItems;
     auto s = started(o);
     auto c = s->client();
-    const std::string photo = easy_photo(gallery_images()[kQueryItem]);
+    const std::string photo = jpeg_string(easy_photo(gallery_images()[kQueryItem]));
 
     // pos_x/pos_y in the middle of the photo (inside the item): the item ranks first.
     httplib::MultipartFormDataItems form{{"image", photo, "photo.jpg", "image/jpeg"},
@@ -501,7 +486,7 @@ TEST(HttpTransport, BadImagesAreClientErrorsAndTheServerKeepsServing) {
     o.items = 2;
     auto s = started(o);
     auto c = s->client();
-    const std::string photo = easy_photo(gallery_images()[1]);
+    const std::string photo = jpeg_string(easy_photo(gallery_images()[1]));
     std::string random(5000, '\0');
     std::mt19937 rng(5);
     for (auto& ch : random) ch = static_cast<char>(rng());
@@ -541,7 +526,7 @@ TEST(HttpTransport, BadImagesAreClientErrorsAndTheServerKeepsServing) {
 TEST(HttpTransport, UnsupportedContentTypesAre415) {
     auto s = started({.items = 1});
     auto c = s->client();
-    const std::string photo = easy_photo(gallery_images()[0]);
+    const std::string photo = jpeg_string(easy_photo(gallery_images()[0]));
     expect_error(c->Post("/v1/recognize", photo, "text/plain"), 415, "unsupported", "text/plain");
     expect_error(c->Post("/v1/recognize", R"({"image": "..."})", "application/json"), 415, "unsupported",
                  "application/json");
@@ -646,7 +631,7 @@ TEST(HttpTransport, QueuedRequestsArePolled) {
     o.items = kItems;
     auto s = started(o);
     auto c = s->client();
-    auto res = c->Post("/v1/requests", easy_photo(gallery_images()[kQueryItem]), "image/jpeg");
+    auto res = c->Post("/v1/requests", jpeg_string(easy_photo(gallery_images()[kQueryItem])), "image/jpeg");
     ASSERT_TRUE(res);
     ASSERT_EQ(res->status, 202) << res->body;
     const std::string id = body_json(res).value("request_id", "");
@@ -689,7 +674,7 @@ TEST(HttpTransport, AFullQueueIs503WithRetryAfter) {
     o.limits = "{workers: 1, queue: 1, request_timeout: 30s}";
     auto s = started(o);
     auto c = s->client();
-    const std::string photo = easy_photo(gallery_images()[1]);
+    const std::string photo = jpeg_string(easy_photo(gallery_images()[1]));
     // The only worker is busy; the queue has room for one.
     Blocker busy(s->host().workers());
     busy.wait_running();
@@ -734,11 +719,11 @@ TEST(HttpTransport, PastTheRequestTimeoutIs504) {
     auto c = s->client();
     Blocker busy(s->host().workers());
     busy.wait_running();
-    auto res = c->Post("/v1/recognize", easy_photo(gallery_images()[0]), "image/jpeg");
+    auto res = c->Post("/v1/recognize", jpeg_string(easy_photo(gallery_images()[0])), "image/jpeg");
     expect_error(res, 504, "deadline_exceeded");
     busy.release();
     // Even with a free worker, 1 ms is too short for a real photo.
-    res = c->Post("/v1/recognize", easy_photo(gallery_images()[0]), "image/jpeg");
+    res = c->Post("/v1/recognize", jpeg_string(easy_photo(gallery_images()[0])), "image/jpeg");
     expect_error(res, 504, "deadline_exceeded");
 }
 
@@ -783,7 +768,7 @@ TEST(HttpTransport, GalleryPutGetListDelete) {
     EXPECT_EQ(body_json(res), meta);
 
     // The new item is recognised, with its metadata.
-    res = c->Post("/v1/recognize", easy_photo(images[kQueryItem]), "image/jpeg");
+    res = c->Post("/v1/recognize", jpeg_string(easy_photo(images[kQueryItem])), "image/jpeg");
     ASSERT_TRUE(res);
     ASSERT_EQ(res->status, 200) << res->body;
     json r = body_json(res);
@@ -939,7 +924,7 @@ TEST(HttpTransport, AccessLogLines) {
     o.transport = std::string(", token: \"") + kToken + "\"";
     auto s = started(o);
     auto c = s->client();
-    const std::string photo = easy_photo(gallery_images()[0]);
+    const std::string photo = jpeg_string(easy_photo(gallery_images()[0]));
     auto res = c->Post("/v1/recognize", {{"X-Request-Id", "log-me-1"}}, photo, "image/jpeg");
     ASSERT_TRUE(res);
     ASSERT_EQ(res->status, 200);
@@ -997,7 +982,7 @@ TEST(HttpTransport, BadListenAddressesAreConfigErrors) {
 
 TEST(HttpTransport, StopLetsInFlightRequestsFinish) {
     auto s = started({.items = 1});
-    const std::string photo = easy_photo(gallery_images()[0]);
+    const std::string photo = jpeg_string(easy_photo(gallery_images()[0]));
     const std::string head = "POST /v1/recognize HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: " +
                              std::to_string(photo.size()) + "\r\n\r\n";
     int fd = connect_to(s->port());
@@ -1046,7 +1031,7 @@ TEST(HttpTransport, TheGalleryPersistsAcrossARestart) {
     EXPECT_EQ(res->body, image);
     EXPECT_EQ(body_json(c->Get("/v1/gallery/kept-item/metadata")), meta);
     EXPECT_EQ(body_json(c->Get("/v1/gallery"))["items"], json({"kept-item"}));
-    res = c->Post("/v1/recognize", easy_photo(images[kQueryItem]), "image/jpeg");
+    res = c->Post("/v1/recognize", jpeg_string(easy_photo(images[kQueryItem])), "image/jpeg");
     ASSERT_TRUE(res);
     ASSERT_EQ(res->status, 200) << res->body;
     json r = body_json(res);
@@ -1152,7 +1137,7 @@ TEST(HttpServe, SigtermDrainsInFlightRequestsAndExitsZero) {
     ASSERT_EQ(res->status, 201) << res->body;
 
     // A request in flight (half its body sent) when SIGTERM arrives.
-    const std::string photo = easy_photo(images[kQueryItem]);
+    const std::string photo = jpeg_string(easy_photo(images[kQueryItem]));
     int fd = connect_to(port);
     ASSERT_GE(fd, 0);
     ASSERT_TRUE(send_all(fd, "POST /v1/recognize HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: " +

@@ -12,6 +12,7 @@
 #include <random>
 
 #include "sightline/host/host.hpp"
+#include "photos.hpp"
 #include "test_support.hpp"
 
 using namespace sightline;
@@ -22,7 +23,6 @@ using ::testing::HasSubstr;
 namespace {
 
 constexpr std::size_t kGallerySize = 20;
-const cv::Size kPhotoSize{1024, 768};
 
 // The first 20 demo images form the gallery; the rest are "things not in the gallery".
 std::vector<fs::path> gallery_part() {
@@ -33,39 +33,6 @@ std::vector<fs::path> gallery_part() {
 std::vector<fs::path> held_out_part() {
     auto all = gallery_images();
     return std::vector<fs::path>(all.begin() + static_cast<std::ptrdiff_t>(std::min(all.size(), kGallerySize)), all.end());
-}
-
-// The standard query of the recognition tests: half size, rotated 20°, tilted, blurred, noisy,
-// JPEG quality 60, on a cluttered 1024x768 background.
-synth::Photo phone_photo(const fs::path& item, std::uint64_t seed) {
-    cv::Mat img = cv::imread(item.string(), cv::IMREAD_COLOR);
-    if (img.empty()) throw std::runtime_error("cannot read " + item.string());
-    synth::Warp w;
-    w.scale = 0.5;
-    w.rotation_deg = 20;
-    w.tilt_x = 0.2;
-    synth::Degrade d;
-    d.blur_sigma = 1.0;
-    d.noise_sigma = 4;
-    d.jpeg_quality = 60;
-    d.noise_seed = seed;
-    return synth::render(img, synth::clutter_background(kPhotoSize, seed), w, d);
-}
-
-// An easy photo (large, slightly rotated, mild degradation) for tests about something other than
-// recognition quality: client fields, the CLI.
-synth::Photo easy_photo(const fs::path& item, std::uint64_t seed) {
-    cv::Mat img = cv::imread(item.string(), cv::IMREAD_COLOR);
-    if (img.empty()) throw std::runtime_error("cannot read " + item.string());
-    synth::Warp w;
-    w.scale = 0.95;
-    w.rotation_deg = 4;
-    synth::Degrade d;
-    d.blur_sigma = 0.5;
-    d.noise_sigma = 2;
-    d.jpeg_quality = 85;
-    d.noise_seed = seed;
-    return synth::render(img, synth::clutter_background(kPhotoSize, seed), w, d);
 }
 
 Request request_for(const std::vector<unsigned char>& jpeg, const std::string& id = "q1") {

@@ -352,3 +352,17 @@ TEST(ConfigSuggest, DidYouMean) {
 }
 
 }  // namespace
+
+// query_features lays keys over `features`; a required key of the plugin comes from there.
+TEST_F(ConfigTest, QueryFeaturesOverlayNeedsNoRequiredKeysOfItsOwn) {
+    auto errors = check(config_text({"type: opencv", "algorithm: sift"}, "    query_features: { max_features: 2000 }\n"));
+    EXPECT_TRUE(errors.empty()) << join(errors);
+}
+
+TEST_F(ConfigTest, QueryFeaturesUnknownKeyIsCheckedAgainstThePluginSchema) {
+    auto errors = check(config_text({"type: orb"}, "    query_features: { max_feature: 2000 }\n"));
+    ASSERT_EQ(errors.size(), 1u) << join(errors);
+    EXPECT_THAT(errors[0], HasSubstr("cfg.yaml:11")) << errors[0];
+    EXPECT_THAT(errors[0], HasSubstr("pipelines.orb.query_features")) << errors[0];
+    EXPECT_THAT(errors[0], HasSubstr("did you mean 'max_features'")) << errors[0];
+}

@@ -103,7 +103,7 @@ private:
     std::shared_ptr<spdlog::logger> log_;
     std::string signature_;
     mutable std::shared_mutex items_mutex_;
-    std::map<std::string, ItemInfo> items_;
+    std::map<std::string, std::shared_ptr<const ItemInfo>> items_;
     Histogram* stage_hist_[5] = {};
     Counter* recognitions_ = nullptr;
     Counter* matched_ = nullptr;
