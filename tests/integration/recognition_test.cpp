@@ -93,7 +93,8 @@ struct QueryCase {
     // Cases the default ORB pipeline does not yet pass (issue 2, left open): item 0 is found with
     // ~48 inliers but its outline is 20-35 px off at the corners (inliers sit in the textured lower
     // half); item 19, a blurred forest, gets too few ORB keypoints next to high-contrast clutter.
-    // They stay listed and are reported as skipped, so the gap is visible in every run.
+    // They stay listed and are reported as skipped, so the gap is visible in every run;
+    // SIGHTLINE_RUN_KNOWN_GAPS=1 runs them anyway (for whoever tunes the pipeline).
     bool known_gap = false;
 };
 void PrintTo(const QueryCase& c, std::ostream* os) { *os << "item" << c.item << "_seed" << c.seed; }
@@ -101,7 +102,7 @@ void PrintTo(const QueryCase& c, std::ostream* os) { *os << "item" << c.item << 
 class RecognizesGalleryItems : public Recognition, public ::testing::WithParamInterface<QueryCase> {};
 
 TEST_P(RecognizesGalleryItems, FindsTheItemAndItsOutline) {
-    if (GetParam().known_gap)
+    if (GetParam().known_gap && !std::getenv("SIGHTLINE_RUN_KNOWN_GAPS"))
         GTEST_SKIP() << "known recognition-quality gap of the default ORB pipeline on this photo (issue 2)";
     const auto items = gallery_part();
     ASSERT_LT(GetParam().item, items.size());
