@@ -9,6 +9,8 @@
 #include <sightline/synth/synth.hpp>
 
 #include <cstdio>
+#include <map>
+#include <memory>
 #include <random>
 
 #include "sightline/host/host.hpp"
@@ -137,6 +139,88 @@ INSTANTIATE_TEST_SUITE_P(Photos, RecognizesGalleryItems,
                                            QueryCase{14, 4}, QueryCase{19, 5, true}),
                          [](const ::testing::TestParamInfo<QueryCase>& info) {
                              return "item" + std::to_string(info.param.item) + "_seed" + std::to_string(info.param.seed);
+                         });
+
+// The same photos through the other feature pipelines the repository ships: our SURF
+// (config/surf.yaml) and OpenCV's SIFT (config/sift.yaml). One Host per config and process.
+struct FeatureCase {
+    const char* config;  // file under config/
+    QueryCase photo;
+};
+void PrintTo(const FeatureCase& c, std::ostream* os) {
+    *os << c.config << "_item" << c.photo.item << "_seed" << c.photo.seed;
+}
+
+Host& host_for(const std::string& config) {
+    static TempDir dir("sightline-recognition-features");
+    static std::map<std::string, std::unique_ptr<Host>> hosts;
+    auto& host = hosts[config];
+    if (!host) {
+        LoadedConfig c = load_config_file((source_dir() / "config" / config).string());
+        apply_override(c, "plugins.paths=[" + yq(plugin_dir()) + "]");
+        apply_override(c, "storages.gallery.root=" + (dir.path() / config).string());
+        apply_override(c, "storages.gallery.fsync=false");
+        apply_override(c, "limits.workers=2");
+        apply_override(c, "logging.level=warn");
+        host = std::make_unique<Host>(std::move(c));
+        for (const auto& p : gallery_part())
+            host->gallery().put(p.stem().string(), read_bytes(p),
+                                read_text(fs::path(p).replace_extension(".json")));
+        auto stats = host->pipeline().load(host->gallery(), &host->workers());
+        EXPECT_EQ(stats.computed, kGallerySize);
+    }
+    return *host;
+}
+
+class OtherFeatures : public ::testing::TestWithParam<FeatureCase> {};
+
+TEST_P(OtherFeatures, FindsTheItemAndItsOutline) {
+    Host& host = host_for(GetParam().config);
+    const auto items = gallery_part();
+    const QueryCase& q = GetParam().photo;
+    const fs::path item = items.at(q.item);
+    synth::Photo photo = phone_photo(item, q.seed);
+    Result r = host.pipeline().recognize(request_for(photo.jpeg));
+    ASSERT_FALSE(r.error.has_value()) << r.error->code << ": " << r.error->message;
+    ASSERT_FALSE(r.matches.empty()) << item.stem() << " was not recognised";
+    const Match& m = r.matches.front();
+    EXPECT_EQ(m.id, item.stem().string());
+    EXPECT_GE(m.inliers, 10);
+    const double to_working = 800.0 / std::max(kPhotoSize.width, kPhotoSize.height);
+    for (std::size_t i = 0; i < 4; ++i)
+        EXPECT_LE(cv::norm(m.polygon[i] - photo.corners[i]) * to_working, 10.0) << "corner " << i;
+}
+
+class OtherFeaturesNegatives : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(OtherFeaturesNegatives, ThingsNotInTheGalleryDoNotMatch) {
+    Host& host = host_for(GetParam());
+    const auto others = held_out_part();
+    for (std::size_t i = 0; i < 3; ++i) {
+        synth::Photo photo = phone_photo(others.at(i * others.size() / 3), 100 + i);
+        Result r = host.pipeline().recognize(request_for(photo.jpeg));
+        ASSERT_FALSE(r.error.has_value()) << r.error->message;
+        EXPECT_TRUE(r.matches.empty()) << "matched " << r.matches.front().id;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Photos, OtherFeatures,
+    ::testing::Values(FeatureCase{"surf.yaml", {0, 1}}, FeatureCase{"surf.yaml", {5, 2}},
+                      FeatureCase{"surf.yaml", {9, 3}}, FeatureCase{"surf.yaml", {14, 4}},
+                      FeatureCase{"surf.yaml", {19, 5}}, FeatureCase{"sift.yaml", {0, 1}},
+                      FeatureCase{"sift.yaml", {5, 2}}, FeatureCase{"sift.yaml", {9, 3}},
+                      FeatureCase{"sift.yaml", {14, 4}}, FeatureCase{"sift.yaml", {19, 5}}),
+    [](const ::testing::TestParamInfo<FeatureCase>& info) {
+        std::string name = info.param.config;
+        name = name.substr(0, name.find('.'));
+        return name + "_item" + std::to_string(info.param.photo.item) + "_seed" +
+               std::to_string(info.param.photo.seed);
+    });
+INSTANTIATE_TEST_SUITE_P(Configs, OtherFeaturesNegatives,
+                         ::testing::Values("surf.yaml", "sift.yaml"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                             return info.param.substr(0, info.param.find('.'));
                          });
 
 TEST_F(Recognition, ThingsNotInTheGalleryDoNotMatch) {
