@@ -419,7 +419,7 @@ TEST(HttpTransport, RecognizesARawImageBody) {
     ASSERT_TRUE(j["request_id"].is_string());
     EXPECT_FALSE(j["request_id"].get<std::string>().empty());
     EXPECT_EQ(res->get_header_value("X-Request-Id"), j["request_id"].get<std::string>());
-    EXPECT_EQ(j["variant"], "orb");
+    EXPECT_EQ(j["variant"], "surf");
     EXPECT_FALSE(j.contains("error"));
     ASSERT_TRUE(j["matches"].is_array());
     ASSERT_FALSE(j["matches"].empty()) << res->body;

@@ -1,4 +1,4 @@
-// End to end: the default pipeline config (ORB + brute force) over a gallery of demo photos,
+// End to end: the default pipeline config (SURF + brute force) over a gallery of demo photos,
 // queried with synthetic phone photos whose true outline is known. Plus the CLI once.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -84,7 +84,8 @@ TempDir* Recognition::dir_ = nullptr;
 Host* Recognition::host_ = nullptr;
 
 TEST_F(Recognition, UsesTheDefaultPipeline) {
-    EXPECT_EQ(host_->default_pipeline(), "orb");
+    EXPECT_EQ(host_->default_pipeline(), "surf");
+    EXPECT_THAT(pipeline().signature(), HasSubstr("surf:v1"));
     EXPECT_THAT(pipeline().signature(), HasSubstr("max_features=1000"));
     EXPECT_EQ(pipeline().settings().working_size, 800);
 }
@@ -92,7 +93,7 @@ TEST_F(Recognition, UsesTheDefaultPipeline) {
 struct QueryCase {
     std::size_t item;
     std::uint64_t seed;
-    // Cases the default ORB pipeline does not yet pass (issue 2, left open): item 0 is found with
+    // Cases a pipeline does not pass (only ORB, config/orb.yaml, has any): item 0 is found with
     // ~48 inliers but its outline is 20-35 px off at the corners (inliers sit in the textured lower
     // half); item 19, a blurred forest, gets too few ORB keypoints next to high-contrast clutter.
     // They stay listed and are reported as skipped, so the gap is visible in every run;
@@ -105,7 +106,7 @@ class RecognizesGalleryItems : public Recognition, public ::testing::WithParamIn
 
 TEST_P(RecognizesGalleryItems, FindsTheItemAndItsOutline) {
     if (GetParam().known_gap && !std::getenv("SIGHTLINE_RUN_KNOWN_GAPS"))
-        GTEST_SKIP() << "known recognition-quality gap of the default ORB pipeline on this photo (issue 2)";
+        GTEST_SKIP() << "known recognition-quality gap of this pipeline on this photo";
     const auto items = gallery_part();
     ASSERT_LT(GetParam().item, items.size());
     const fs::path item = items[GetParam().item];
@@ -122,7 +123,7 @@ TEST_P(RecognizesGalleryItems, FindsTheItemAndItsOutline) {
     EXPECT_LE(m.score, 1.0);
     EXPECT_THAT(m.metadata_json, HasSubstr("\"id\":\"" + expected_id + "\""));
     EXPECT_EQ(r.request_id, "q1");
-    EXPECT_EQ(r.variant, "orb");
+    EXPECT_EQ(r.variant, "surf");
     for (const char* stage : {"decode", "extract", "search", "verify", "total"}) EXPECT_TRUE(r.timings_ms.count(stage)) << stage;
 
     // Corners in working-size pixels: the polygon is reported in query-image pixels.
@@ -135,14 +136,14 @@ TEST_P(RecognizesGalleryItems, FindsTheItemAndItsOutline) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Photos, RecognizesGalleryItems,
-                         ::testing::Values(QueryCase{0, 1, true}, QueryCase{5, 2}, QueryCase{9, 3},
-                                           QueryCase{14, 4}, QueryCase{19, 5, true}),
+                         ::testing::Values(QueryCase{0, 1}, QueryCase{5, 2}, QueryCase{9, 3}, QueryCase{14, 4},
+                                           QueryCase{19, 5}),
                          [](const ::testing::TestParamInfo<QueryCase>& info) {
                              return "item" + std::to_string(info.param.item) + "_seed" + std::to_string(info.param.seed);
                          });
 
-// The same photos through the other feature pipelines the repository ships: our SURF
-// (config/surf.yaml) and OpenCV's SIFT (config/sift.yaml). One Host per config and process.
+// The same photos through the other feature pipelines the repository ships: OpenCV's SIFT
+// (config/sift.yaml) and ORB (config/orb.yaml). One Host per config and process.
 struct FeatureCase {
     const char* config;  // file under config/
     QueryCase photo;
@@ -175,6 +176,8 @@ Host& host_for(const std::string& config) {
 class OtherFeatures : public ::testing::TestWithParam<FeatureCase> {};
 
 TEST_P(OtherFeatures, FindsTheItemAndItsOutline) {
+    if (GetParam().photo.known_gap && !std::getenv("SIGHTLINE_RUN_KNOWN_GAPS"))
+        GTEST_SKIP() << "known recognition-quality gap of " << GetParam().config << " on this photo";
     Host& host = host_for(GetParam().config);
     const auto items = gallery_part();
     const QueryCase& q = GetParam().photo;
@@ -206,11 +209,11 @@ TEST_P(OtherFeaturesNegatives, ThingsNotInTheGalleryDoNotMatch) {
 
 INSTANTIATE_TEST_SUITE_P(
     Photos, OtherFeatures,
-    ::testing::Values(FeatureCase{"surf.yaml", {0, 1}}, FeatureCase{"surf.yaml", {5, 2}},
-                      FeatureCase{"surf.yaml", {9, 3}}, FeatureCase{"surf.yaml", {14, 4}},
-                      FeatureCase{"surf.yaml", {19, 5}}, FeatureCase{"sift.yaml", {0, 1}},
-                      FeatureCase{"sift.yaml", {5, 2}}, FeatureCase{"sift.yaml", {9, 3}},
-                      FeatureCase{"sift.yaml", {14, 4}}, FeatureCase{"sift.yaml", {19, 5}}),
+    ::testing::Values(FeatureCase{"sift.yaml", {0, 1}}, FeatureCase{"sift.yaml", {5, 2}}, FeatureCase{"sift.yaml", {9, 3}},
+                      FeatureCase{"sift.yaml", {14, 4}}, FeatureCase{"sift.yaml", {19, 5}},
+                      FeatureCase{"orb.yaml", {0, 1, true}}, FeatureCase{"orb.yaml", {5, 2}},
+                      FeatureCase{"orb.yaml", {9, 3}}, FeatureCase{"orb.yaml", {14, 4}},
+                      FeatureCase{"orb.yaml", {19, 5, true}}),
     [](const ::testing::TestParamInfo<FeatureCase>& info) {
         std::string name = info.param.config;
         name = name.substr(0, name.find('.'));

@@ -120,10 +120,10 @@ TEST(PluginRegistry, LoadAllKeepsRefusalsAndGetExplainsThem) {
 TEST(PluginRegistry, GetMissingListsAvailablePluginsAndSearchPaths) {
     PluginRegistry registry({plugin_dir(), fixture_good_dir()});
     registry.load_all();
-    Error e = capture_error([&] { registry.get(PluginKind::features, "surf"); });
+    Error e = capture_error([&] { registry.get(PluginKind::features, "freak"); });
     EXPECT_EQ(e.code(), ErrorCode::not_found);
-    EXPECT_THAT(e.what(), HasSubstr("'surf'"));
-    EXPECT_THAT(e.what(), HasSubstr("libsightline_features_surf.so"));
+    EXPECT_THAT(e.what(), HasSubstr("'freak'"));
+    EXPECT_THAT(e.what(), HasSubstr("libsightline_features_freak.so"));
     EXPECT_THAT(e.what(), HasSubstr(plugin_dir().string()));
     EXPECT_THAT(e.what(), HasSubstr(fixture_good_dir().string()));
     const std::string what = e.what();
