@@ -195,7 +195,7 @@ int main(int argc, char** argv) {
     app.add_option("--config", o.config_file,
                    "config file (default: config/default.yaml if present, else the built-in default)")
         ->type_name("FILE");
-    app.add_option("--set", o.overrides, "override a config value, e.g. pipelines.orb.verify.min_inliers=20; repeatable")
+    app.add_option("--set", o.overrides, "override a config value, e.g. pipelines.surf.verify.min_inliers=20; repeatable")
         ->type_name("KEY=VALUE");
     app.add_option("--plugins", o.plugin_dirs, "plugin directory (default <exe dir>/../plugins); repeatable")
         ->type_name("DIR");
