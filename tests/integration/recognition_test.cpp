@@ -85,7 +85,7 @@ Host* Recognition::host_ = nullptr;
 
 TEST_F(Recognition, UsesTheDefaultPipeline) {
     EXPECT_EQ(host_->default_pipeline(), "surf");
-    EXPECT_THAT(pipeline().signature(), HasSubstr("surf:v1"));
+    EXPECT_THAT(pipeline().signature(), HasSubstr("surf:v2"));
     EXPECT_THAT(pipeline().signature(), HasSubstr("max_features=1000"));
     EXPECT_EQ(pipeline().settings().working_size, 800);
 }

@@ -215,7 +215,7 @@ TEST_F(FeaturesSurf, EmptyAndFlatImagesGiveNoFeatures) {
 TEST_F(FeaturesSurf, SignatureNamesEveryParameter) {
     const std::string sig =
         make("{type: surf, hessian_threshold: 250, extended: true}")->signature();
-    for (const char* part : {"surf:v1", "hessian_threshold=250", "octaves=4", "intervals=4",
+    for (const char* part : {"surf:v2", "hessian_threshold=250", "octaves=4", "intervals=4",
                              "extended=1", "upright=0", "max_features=2000", "presmooth=1"})
         EXPECT_THAT(sig, HasSubstr(part));
     EXPECT_NE(sig, make("{type: surf}")->signature());
