@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config ccache
           libopencv-dev libboost-dev libboost-filesystem-dev libyaml-cpp-dev libspdlog-dev
-          libcli11-dev nlohmann-json3-dev libgtest-dev libcpp-httplib-dev
+          libcli11-dev nlohmann-json3-dev libgtest-dev libcpp-httplib-dev libfaiss-dev
           clang-14 libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
