@@ -22,6 +22,8 @@
 #include "sightline/host/service.hpp"
 #include "sightline/host/result_json.hpp"
 
+#include <sightline/vocabulary.hpp>
+
 namespace fs = std::filesystem;
 using namespace sightline;
 using namespace sightline::host;
@@ -129,6 +131,7 @@ int cmd_ingest(const GlobalOptions& g, const std::vector<std::string>& inputs, c
             // Extract first: an image that cannot be decoded never enters the gallery.
             std::vector<FeatureRecord> records;
             for (const auto& name : pipelines) records.push_back(host.pipeline(name).extract_item(id, image));
+            for (const auto& r : records) gallery.remove_record(r.signature, id);  // the old image's, if any
             gallery.put(id, image, metadata);
             for (const auto& r : records) gallery.put_record(r.signature, id, encode_record(r));
         }));
@@ -236,6 +239,7 @@ int cmd_serve(const GlobalOptions& g) {
     std::size_t unfinished = service.drain(std::max(left, std::chrono::milliseconds(0)));
     if (unfinished) log->warn("{} requests were still running at the shutdown deadline", unfinished);
     service.flush_sinks();
+    if (!unfinished) host.save_snapshots();  // nothing is in flight any more
     log->info("stopped");
     return unfinished ? 1 : 0;
 }
@@ -301,6 +305,126 @@ int cmd_config_check(const GlobalOptions& g, const std::string& file) {
     for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.c_str());
     std::fprintf(stderr, "%s: %zu problem%s\n", config.file.c_str(), errors.size(), errors.size() == 1 ? "" : "s");
     return 1;
+}
+
+}  // namespace sightline::app
+
+namespace sightline::app {
+
+int cmd_vocab_train(const GlobalOptions& g, const VocabTrainOptions& o) {
+    // No indexes: the one this vocabulary is for may not be constructible without it.
+    auto host_ptr = std::make_unique<Host>(load(g), fallback_plugin_paths(), HostOptions{.indexes = false});
+    if (!g.log_level.empty()) spdlog::set_level(spdlog::level::from_str(g.log_level));
+    Host& host = *host_ptr;
+    Pipeline& pipeline = host.pipeline(o.pipeline);
+    auto out_storage = host.storage(o.storage);
+    check_key(o.out);
+
+    // The training images: a directory's image files, or a storage's (the gallery's items when it is
+    // the gallery storage).
+    struct Source {
+        std::string name;
+        std::function<Bytes()> read;
+    };
+    std::vector<Source> sources;
+    std::error_code ec;
+    if (fs::is_directory(o.from, ec)) {
+        std::vector<fs::path> files;
+        for (const auto& e : fs::recursive_directory_iterator(o.from, ec))
+            if (e.is_regular_file() && is_image_file(e.path())) files.push_back(e.path());
+        std::sort(files.begin(), files.end());
+        for (const auto& f : files) sources.push_back({f.string(), [f, &host] { return read_file(f, host.limits().max_body_bytes); }});
+    } else {
+        std::shared_ptr<Storage> storage;
+        try {
+            storage = host.storage(o.from);
+        } catch (const Error&) {
+            throw Error(ErrorCode::not_found, "vocab train: --from '" + o.from +
+                                                  "' is neither a directory nor a storage named in the config");
+        }
+        if (storage == host.storage(host.config().root["gallery"]["storage"].Scalar())) {
+            for (const auto& id : host.gallery().ids())
+                sources.push_back({id, [id, &host] {
+                                       auto b = host.gallery().image(id);
+                                       if (!b) throw Error(ErrorCode::not_found, "gallery item '" + id + "' has no image");
+                                       return *b;
+                                   }});
+        } else {
+            for (const auto& key : storage->list(""))
+                if (is_image_file(key))
+                    sources.push_back({key, [key, storage] {
+                                           auto b = storage->get(key);
+                                           if (!b) throw Error(ErrorCode::not_found, "'" + key + "' vanished");
+                                           return *b;
+                                       }});
+        }
+    }
+    if (o.max_images > 0 && sources.size() > o.max_images) sources.resize(o.max_images);
+    if (sources.empty()) throw Error(ErrorCode::not_found, "vocab train: no training images in '" + o.from + "'");
+
+    const std::string signature = pipeline.extractor().signature();
+    std::fprintf(stderr, "training a vocabulary for pipeline %s (%s) on %zu images, %d crops each\n",
+                 pipeline.name().c_str(), signature.c_str(), sources.size(), o.crops);
+    const auto t0 = Clock::now();
+    std::vector<cv::Mat> per_image(sources.size() * static_cast<std::size_t>(1 + o.crops));
+    std::vector<std::string> failures(sources.size());
+    {
+        ProgressBar bar("extract", sources.size());
+        std::vector<std::future<void>> futures;
+        for (std::size_t i = 0; i < sources.size(); ++i)
+            futures.push_back(host.workers().submit([&, i] {
+                try {
+                    Bytes bytes = sources[i].read();
+                    const std::size_t base = i * static_cast<std::size_t>(1 + o.crops);
+                    per_image[base] = pipeline.extract_item("train", bytes).features.descriptors;
+                    if (o.crops > 0) {
+                        // Zoomed-in views: more, finer descriptors from few large images.
+                        DecodedImage d = decode_gray(bytes, {host.limits().max_body_bytes, host.limits().max_pixels}, 0);
+                        cv::RNG rng(o.seed * 7919 + i);
+                        for (int c = 0; c < o.crops; ++c) {
+                            const double f = rng.uniform(0.3, 0.7);
+                            const int w = std::max(16, static_cast<int>(d.gray.cols * f));
+                            const int h = std::max(16, static_cast<int>(d.gray.rows * f));
+                            const int x = rng.uniform(0, std::max(1, d.gray.cols - w + 1));
+                            const int y = rng.uniform(0, std::max(1, d.gray.rows - h + 1));
+                            cv::Rect r(x, y, std::min(w, d.gray.cols - x), std::min(h, d.gray.rows - y));
+                            per_image[base + 1 + static_cast<std::size_t>(c)] =
+                                pipeline.extract_item("train", d.gray(r).clone()).features.descriptors;
+                        }
+                    }
+                } catch (const std::exception& e) {
+                    failures[i] = e.what();
+                }
+                bar.tick();
+            }));
+        for (auto& f : futures) f.get();
+    }
+    std::size_t failed = 0, descriptors = 0;
+    for (std::size_t i = 0; i < sources.size(); ++i)
+        if (!failures[i].empty()) {
+            ++failed;
+            std::fprintf(stderr, "  skipped %s: %s\n", sources[i].name.c_str(), failures[i].c_str());
+        }
+    for (const auto& m : per_image) descriptors += static_cast<std::size_t>(m.rows);
+    Vocabulary::TrainParams params;
+    params.branching = o.branching;
+    params.depth = o.depth;
+    params.iterations = o.iterations;
+    params.max_samples = o.max_samples;
+    params.seed = o.seed;
+    Vocabulary vocab;
+    {
+        ProgressBar bar("cluster", std::min(descriptors, o.max_samples));
+        vocab = Vocabulary::train(per_image, params, signature, [&](std::size_t done, std::size_t) { bar.update(done); });
+    }
+    const Bytes bytes = vocab.serialize();
+    out_storage->put(o.out, bytes);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    std::printf("vocabulary %s in storage %s: %u words (branching %d, depth %d) from %zu descriptors of %zu images "
+                "(%zu skipped), %.1f KB, %.1f s\n  trained for %s\n",
+                o.out.c_str(), o.storage.c_str(), vocab.words(), o.branching, o.depth, descriptors,
+                sources.size() - failed, failed, static_cast<double>(bytes.size()) / 1024.0, secs, signature.c_str());
+    return failed == sources.size() ? 1 : 0;
 }
 
 }  // namespace sightline::app

@@ -1,4 +1,4 @@
-// The `sightline` command line: ingest, query, serve, plugins, config check.
+// The `sightline` command line: ingest, query, serve, plugins, config check, vocab train.
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -47,6 +47,22 @@ int main(int argc, char** argv) {
     auto* check = config->add_subcommand("check", "validate a config file and every plugin section in it");
     check->add_option("file", check_file, "config file (default: --config)");
 
+    VocabTrainOptions vt;
+    auto* vocab = app.add_subcommand("vocab", "visual vocabularies for index-vocab");
+    vocab->require_subcommand(1);
+    auto* train = vocab->add_subcommand("train", "train a vocabulary tree on images, for one pipeline's extractor");
+    train->add_option("--from", vt.from, "a directory of images, or a storage named in the config")->required();
+    train->add_option("--out", vt.out, "key of the vocabulary in --storage, e.g. default.voc")->required();
+    train->add_option("--storage", vt.storage, "storage to write it to")->capture_default_str();
+    train->add_option("-p,--pipeline", vt.pipeline, "pipeline whose gallery extractor it is for (default: the config's default)");
+    train->add_option("--branching", vt.branching, "children per node")->check(CLI::Range(2, 256))->capture_default_str();
+    train->add_option("--depth", vt.depth, "levels; words <= branching^depth")->check(CLI::Range(1, 8))->capture_default_str();
+    train->add_option("--iterations", vt.iterations, "clustering rounds per node")->check(CLI::Range(1, 100))->capture_default_str();
+    train->add_option("--max-samples", vt.max_samples, "descriptors clustered, sampled evenly")->check(CLI::Range(16, 50000000))->capture_default_str();
+    train->add_option("--max-images", vt.max_images, "use at most this many images (0: all)");
+    train->add_option("--crops", vt.crops, "also extract from N random crops of each image")->check(CLI::Range(0, 100))->capture_default_str();
+    train->add_option("--seed", vt.seed, "random seed (same seed and images: same vocabulary)")->capture_default_str();
+
     CLI11_PARSE(app, argc, argv);
     // stdout carries results (JSON); logs go to stderr.
     spdlog::set_default_logger(spdlog::stderr_color_mt("sightline"));
@@ -57,6 +73,7 @@ int main(int argc, char** argv) {
         if (*describe) return cmd_plugins_describe(g, describe_name);
         if (*plugins) return cmd_plugins(g);
         if (*check) return cmd_config_check(g, check_file);
+        if (*train) return cmd_vocab_train(g, vt);
     } catch (const std::exception& e) {
         std::cerr << "sightline: " << e.what() << "\n";
         return 2;

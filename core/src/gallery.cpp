@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sightline/serialize.hpp>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "sightline/host/decode.hpp"
@@ -36,7 +37,63 @@ void check_id(const std::string& id) {
 }
 
 Gallery::Gallery(std::shared_ptr<Storage> storage, std::string images_prefix, std::string features_prefix)
-    : storage_(std::move(storage)), images_(with_slash(images_prefix)), features_(with_slash(features_prefix)) {}
+    : storage_(std::move(storage)), images_(with_slash(images_prefix)), features_(with_slash(features_prefix)) {
+    auto entries = journal_since(0);
+    if (!entries.empty()) journal_seq_ = entries.back().seq;
+}
+
+namespace {
+constexpr std::size_t kSeqDigits = 20;
+}
+
+void Gallery::journal(const std::string& id) {
+    std::lock_guard lock(journal_mutex_);
+    char seq[kSeqDigits + 1];
+    std::snprintf(seq, sizeof seq, "%020llu", static_cast<unsigned long long>(journal_seq_ + 1));
+    storage_->put(features_ + "journal/" + seq + "." + id, {});
+    ++journal_seq_;
+}
+
+std::uint64_t Gallery::journal_head() const {
+    std::lock_guard lock(journal_mutex_);
+    return journal_seq_;
+}
+
+std::vector<Gallery::JournalEntry> Gallery::journal_since(std::uint64_t after) const {
+    std::vector<JournalEntry> out;
+    const std::string prefix = features_ + "journal/";
+    for (const auto& key : storage_->list(prefix)) {
+        std::string name = key.substr(prefix.size());
+        if (name.size() <= kSeqDigits + 1 || name[kSeqDigits] != '.') continue;
+        std::uint64_t seq = 0;
+        bool digits = true;
+        for (std::size_t i = 0; i < kSeqDigits; ++i) {
+            if (name[i] < '0' || name[i] > '9') digits = false;
+            seq = seq * 10 + static_cast<std::uint64_t>(name[i] - '0');
+        }
+        std::string id = name.substr(kSeqDigits + 1);
+        if (!digits || invalid_id_reason(id) || seq <= after) continue;
+        out.push_back({seq, std::move(id)});
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
+    return out;
+}
+
+void Gallery::journal_truncate(std::uint64_t upto) {
+    char seq[kSeqDigits + 1];
+    auto entries = journal_since(0);
+    // The newest entry always stays: it carries the position across a restart.
+    if (!entries.empty()) entries.pop_back();
+    for (const auto& e : entries) {
+        if (e.seq > upto) break;
+        std::snprintf(seq, sizeof seq, "%020llu", static_cast<unsigned long long>(e.seq));
+        storage_->remove(features_ + "journal/" + seq + "." + e.id);
+    }
+}
+
+std::string Gallery::snapshot_key(const std::string& signature) const {
+    return features_ + "snapshots/" + signature_dir(signature) + ".snap";
+}
 
 std::vector<std::string> Gallery::ids() const {
     std::vector<std::string> out;
@@ -85,6 +142,7 @@ void Gallery::put(const std::string& id, std::span<const std::uint8_t> image, co
     if (parsed.is_discarded() || !parsed.is_object())
         throw Error(ErrorCode::invalid_argument, "metadata for item '" + id + "' is not a JSON object");
     std::string key = images_ + id + "." + extension_for(header.format);
+    journal(id);
     // Metadata first: an item becomes visible through its image, and then its metadata is there.
     std::string meta = parsed.dump();
     storage_->put(images_ + id + ".json", std::span(reinterpret_cast<const std::uint8_t*>(meta.data()), meta.size()));
@@ -97,6 +155,7 @@ void Gallery::put(const std::string& id, std::span<const std::uint8_t> image, co
 
 bool Gallery::remove(const std::string& id) {
     check_id(id);
+    if (contains(id)) journal(id);
     bool removed = false;
     for (const char* e : kImageExtensions) removed |= storage_->remove(images_ + id + "." + e);
     storage_->remove(images_ + id + ".json");
@@ -119,6 +178,11 @@ std::optional<Bytes> Gallery::record(const std::string& signature, const std::st
 void Gallery::put_record(const std::string& signature, const std::string& id, std::span<const std::uint8_t> bytes) {
     check_id(id);
     storage_->put(record_key(signature, id), bytes);
+}
+
+void Gallery::remove_record(const std::string& signature, const std::string& id) {
+    check_id(id);
+    storage_->remove(record_key(signature, id));
 }
 
 }  // namespace sightline::host

@@ -17,10 +17,13 @@ const std::array<ConfigKey, 1> kPluginsKeys{{
     {.name = "paths", .type = ConfigType::string_list, .default_value = "build/plugins",
      .description = "directories searched for libsightline_*.so"},
 }};
-const std::array<ConfigKey, 3> kGalleryKeys{{
+const std::array<ConfigKey, 4> kGalleryKeys{{
     {.name = "storage", .type = ConfigType::string, .required = true, .description = "name of a storage under storages:"},
     {.name = "images", .type = ConfigType::string, .default_value = "images/", .description = "key prefix of images and metadata"},
     {.name = "features", .type = ConfigType::string, .default_value = "features/", .description = "key prefix of feature records"},
+    {.name = "snapshots", .type = ConfigType::boolean, .default_value = "true",
+     .description = "keep index snapshots in the storage: start-up loads one and replays the change journal after it "
+                    "instead of reading every feature record"},
 }};
 const std::array<ConfigKey, 7> kLimitsKeys{{
     {.name = "max_body_bytes", .type = ConfigType::bytes, .default_value = "20MB", .min = 1,
@@ -111,8 +114,13 @@ void check_plugin_section(const LoadedConfig& c, const PluginRegistry& registry,
 class HostContext final : public Context {
 public:
     HostContext(Config config, std::shared_ptr<spdlog::logger> logger, Metrics& metrics,
-                const std::map<std::string, std::shared_ptr<Storage>>& storages)
-        : config_(std::move(config)), logger_(std::move(logger)), metrics_(metrics), storages_(storages) {}
+                const std::map<std::string, std::shared_ptr<Storage>>& storages, std::string features_signature = {})
+        : config_(std::move(config)),
+          logger_(std::move(logger)),
+          metrics_(metrics),
+          storages_(storages),
+          features_signature_(std::move(features_signature)) {}
+    std::string features_signature() const override { return features_signature_; }
     const Config& config() const override { return config_; }
     std::shared_ptr<spdlog::logger> logger() const override { return logger_; }
     Metrics& metrics() const override { return metrics_; }
@@ -130,14 +138,17 @@ private:
     std::shared_ptr<spdlog::logger> logger_;
     Metrics& metrics_;
     const std::map<std::string, std::shared_ptr<Storage>>& storages_;
+    std::string features_signature_;
 };
 
 template <PluginKind K>
 std::shared_ptr<kind_base_t<K>> make_plugin(const LoadedConfig& c, const PluginRegistry& registry, const YAML::Node& node,
                                             const std::string& path, Metrics& metrics,
-                                            const std::map<std::string, std::shared_ptr<Storage>>& storages) {
+                                            const std::map<std::string, std::shared_ptr<Storage>>& storages,
+                                            std::string features_signature = {}) {
     const auto& plugin = registry.get(K, node["type"].Scalar());
-    HostContext ctx(Config(node, c.file, path, plugin.schema()), make_logger(plugin.full_name()), metrics, storages);
+    HostContext ctx(Config(node, c.file, path, plugin.schema()), make_logger(plugin.full_name()), metrics, storages,
+                    std::move(features_signature));
     try {
         return registry.create<K>(plugin, ctx);
     } catch (const Error& e) {
@@ -249,7 +260,8 @@ std::vector<std::string> check_config(const LoadedConfig& c, const PluginRegistr
     return errors;
 }
 
-Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths) : config_(std::move(config)) {
+Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, HostOptions options)
+    : config_(std::move(config)) {
     registry_ = std::make_unique<PluginRegistry>(plugin_paths(config_, fallback_plugin_paths));
     registry_->load_all();
     auto errors = check_config(config_, *registry_);
@@ -315,21 +327,27 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths) : c
                                                                 metrics_, storages_);
         }
         s.search_features = static_cast<std::size_t>(ps.get_int("search_features"));
+        s.snapshots = g.get_bool("snapshots");
+        s.snapshot_tag = YAML::Dump(p);
         s.clahe_clip = ps.get_double("clahe");
-        auto index = make_plugin<PluginKind::index>(config_, *registry_, p["index"], path + ".index", metrics_, storages_);
+        const std::string features_signature = extractor->signature();
+        std::shared_ptr<Index> index;
+        if (options.indexes)
+            index = make_plugin<PluginKind::index>(config_, *registry_, p["index"], path + ".index", metrics_,
+                                                   storages_, features_signature);
         pipelines_[name] = std::make_unique<Pipeline>(name, std::move(extractor), std::move(query_extractor),
                                                       std::move(index), s, make_logger("pipeline." + name), &metrics_);
     }
     default_pipeline_ = root["default_pipeline"] ? root["default_pipeline"].Scalar() : pipelines_.begin()->first;
 
-    for (std::size_t i = 0; root["sinks"] && i < root["sinks"].size(); ++i) {
+    for (std::size_t i = 0; options.indexes && root["sinks"] && i < root["sinks"].size(); ++i) {
         std::string path = "sinks[" + std::to_string(i) + "]";
         auto sink = make_plugin<PluginKind::sink>(config_, *registry_, root["sinks"][i], path, metrics_, storages_);
         sinks_.push_back({path + " (sink-" + root["sinks"][i]["type"].Scalar() + ")", std::move(sink)});
     }
     WorkerPool::configure_opencv_threads(limits_.workers);
     workers_ = std::make_unique<WorkerPool>(limits_.workers, limits_.queue);
-    for (std::size_t i = 0; root["transports"] && i < root["transports"].size(); ++i) {
+    for (std::size_t i = 0; options.indexes && root["transports"] && i < root["transports"].size(); ++i) {
         std::string path = "transports[" + std::to_string(i) + "]";
         transports_.push_back(
             make_plugin<PluginKind::transport>(config_, *registry_, root["transports"][i], path, metrics_, storages_));
@@ -371,8 +389,37 @@ std::vector<std::string> Host::pipeline_names() const {
     return out;
 }
 
+void Host::save_snapshots() {
+    const std::uint64_t head = gallery_->journal_head();
+    if (snapshot_head_ && *snapshot_head_ == head) return;  // nothing changed since the last one
+    bool all = true;
+    for (auto& [name, p] : pipelines_) {
+        if (!p->settings().snapshots) {
+            all = false;
+            continue;
+        }
+        try {
+            p->save_snapshot(*gallery_, head);
+        } catch (const std::exception& e) {
+            all = false;  // the journal stays: the next start replays it
+            make_logger("host")->error("pipeline {}: the snapshot could not be written: {}", name, e.what());
+        }
+    }
+    if (all) {
+        gallery_->journal_truncate(head);
+        snapshot_head_ = head;
+    }
+}
+
 void Host::load_gallery(const Pipeline::Progress& progress) {
-    for (auto& [_, p] : pipelines_) p->load(*gallery_, workers_.get(), progress);
+    bool stale = false;
+    for (auto& [_, p] : pipelines_) {
+        auto stats = p->load(*gallery_, workers_.get(), progress);
+        stale |= p->settings().snapshots && (!stats.from_snapshot || stats.replayed > 0) &&
+                 (p->size() > 0 || stats.from_snapshot);
+    }
+    if (stale) save_snapshots();
+    else snapshot_head_ = gallery_->journal_head();
     metrics_.gauge("gallery_items", "items in the gallery").set(static_cast<double>(gallery_->ids().size()));
 }
 

@@ -11,6 +11,11 @@
 #include "sightline/host/worker_pool.hpp"
 
 #include <sightline/hamming.hpp>
+#include <sightline/serialize.hpp>
+
+#include <cstring>
+#include <sstream>
+#include <streambuf>
 
 namespace sightline::host {
 
@@ -60,6 +65,18 @@ Features strongest(const Features& f, std::size_t n) {
     return out;
 }
 
+// Reads a byte span as a stream without copying it (snapshots run to hundreds of megabytes).
+class SpanBuf : public std::streambuf {
+public:
+    SpanBuf(const std::uint8_t* data, std::size_t size) {
+        char* p = const_cast<char*>(reinterpret_cast<const char*>(data));
+        setg(p, p, p + size);
+    }
+};
+
+constexpr char kSnapshotMagic[4] = {'S', 'L', 'P', 'S'};
+constexpr std::uint32_t kSnapshotVersion = 1;
+
 }  // namespace
 
 Pipeline::Pipeline(std::string name, std::shared_ptr<FeatureExtractor> extractor,
@@ -84,6 +101,11 @@ Pipeline::Pipeline(std::string name, std::shared_ptr<FeatureExtractor> extractor
     }
 }
 
+Index& Pipeline::index() const {
+    if (!index_) throw Error(ErrorCode::internal, "pipeline " + name_ + " was built without its index");
+    return *index_;
+}
+
 void Pipeline::normalise(cv::Mat& gray) const {
     if (settings_.clahe_clip <= 0) return;
     // Tiles of about 100 px, whatever the working size, so the equalisation is equally local.
@@ -96,8 +118,14 @@ void Pipeline::normalise(cv::Mat& gray) const {
 
 FeatureRecord Pipeline::extract_item(const std::string& id, std::span<const std::uint8_t> image) const {
     DecodedImage decoded = decode_gray(image, settings_.limits, settings_.gallery_size);
+    return extract_item(id, decoded.gray);
+}
+
+FeatureRecord Pipeline::extract_item(const std::string& id, const cv::Mat& gray) const {
+    if (gray.empty() || gray.type() != CV_8UC1)
+        throw Error(ErrorCode::invalid_argument, "gallery item '" + id + "': expected a non-empty 8-bit grayscale image");
     cv::Mat work;
-    resize_to_working(decoded.gray, work, settings_.gallery_size);
+    resize_to_working(gray, work, settings_.gallery_size);
     normalise(work);
     FeatureRecord rec;
     rec.signature = signature_;
@@ -136,20 +164,151 @@ Pipeline::RecordState Pipeline::ensure_indexed(Gallery& gallery, const std::stri
         auto bytes = encode_record(*rec);
         gallery.put_record(signature_, id, bytes);
     }
-    std::string metadata = gallery.metadata(id);
-    index_->add(id, rec->features);
-    auto info = std::make_shared<ItemInfo>(ItemInfo{rec->image_size, std::move(metadata), {}, {}});
-    if (settings_.verify.rematch) {
-        info->descriptors = rec->features.descriptors;
-        info->points.reserve(rec->features.keypoints.size());
-        for (const auto& k : rec->features.keypoints) info->points.push_back(k.pt);
-    }
-    std::unique_lock lock(items_mutex_);
-    items_[id] = std::move(info);
+    add_record(*rec, gallery.metadata(id));
     return state;
 }
 
+void Pipeline::add_record(const FeatureRecord& rec, std::string metadata_json) {
+    index().add(rec.item_id, rec.features);
+    auto info = std::make_shared<ItemInfo>(ItemInfo{rec.image_size, std::move(metadata_json), {}, {}});
+    if (settings_.verify.rematch) {
+        info->descriptors = rec.features.descriptors;
+        info->points.reserve(rec.features.keypoints.size());
+        for (const auto& k : rec.features.keypoints) info->points.push_back(k.pt);
+    }
+    std::unique_lock lock(items_mutex_);
+    items_[rec.item_id] = std::move(info);
+}
+
+void Pipeline::save_snapshot(Gallery& gallery, std::uint64_t journal_seq) const {
+    const auto t0 = Clock::now();
+    std::ostringstream payload;
+    BinaryWriter w(payload);
+    w.string(signature_);
+    w.string(settings_.snapshot_tag);
+    w.pod<std::uint64_t>(journal_seq);
+    {
+        std::shared_lock lock(items_mutex_);
+        w.pod<std::uint64_t>(items_.size());
+        for (const auto& [id, info] : items_) {
+            w.string(id);
+            w.pod<std::int32_t>(info->size.width);
+            w.pod<std::int32_t>(info->size.height);
+            w.string(info->metadata);
+            w.pod<std::uint32_t>(static_cast<std::uint32_t>(info->points.size()));
+            for (const auto& p : info->points) {
+                w.pod(p.x);
+                w.pod(p.y);
+            }
+            w.mat(info->descriptors);
+        }
+    }
+    index().save(payload);
+    const std::string body = payload.str();
+    std::string file;
+    file.reserve(body.size() + 24);
+    file.append(kSnapshotMagic, 4);
+    auto append = [&](const auto& v) { file.append(reinterpret_cast<const char*>(&v), sizeof v); };
+    append(kSnapshotVersion);
+    append(static_cast<std::uint64_t>(body.size()));
+    append(fnv1a64(body.data(), body.size()));
+    file += body;
+    const std::string key = gallery.snapshot_key(signature_);
+    gallery.storage().put(key, std::span(reinterpret_cast<const std::uint8_t*>(file.data()), file.size()));
+    log_->info("pipeline {}: snapshot of {} items written to {} ({:.1f} MB, {:.0f} ms)", name_, size(), key,
+               static_cast<double>(file.size()) / 1e6, ms_since(t0));
+}
+
+std::optional<std::uint64_t> Pipeline::load_snapshot(Gallery& gallery) {
+    const std::string key = gallery.snapshot_key(signature_);
+    auto bytes = gallery.storage().get(key);
+    if (!bytes) return std::nullopt;
+    auto refuse = [&](const std::string& why) -> std::optional<std::uint64_t> {
+        log_->warn("{}: {}; rebuilding the index from the feature records", key, why);
+        return std::nullopt;
+    };
+    if (bytes->size() < 24 || std::memcmp(bytes->data(), kSnapshotMagic, 4) != 0) return refuse("not a pipeline snapshot");
+    std::uint32_t version;
+    std::uint64_t size, sum;
+    std::memcpy(&version, bytes->data() + 4, 4);
+    std::memcpy(&size, bytes->data() + 8, 8);
+    std::memcpy(&sum, bytes->data() + 16, 8);
+    if (version != kSnapshotVersion) return refuse("snapshot version " + std::to_string(version) + " is not supported");
+    if (size != bytes->size() - 24) return refuse("truncated");
+    if (fnv1a64(bytes->data() + 24, size) != sum) return refuse("checksum mismatch (damaged)");
+    SpanBuf buf(bytes->data() + 24, size);
+    std::istream in(&buf);
+    try {
+        BinaryReader r(in, key);
+        if (r.string() != signature_) return refuse("made under another signature");
+        if (r.string() != settings_.snapshot_tag) return refuse("made under another pipeline configuration");
+        const auto seq = r.pod<std::uint64_t>();
+        const auto n = r.pod<std::uint64_t>();
+        std::map<std::string, std::shared_ptr<const ItemInfo>> items;
+        for (std::uint64_t i = 0; i < n; ++i) {
+            auto info = std::make_shared<ItemInfo>();
+            std::string id = r.string(4096);
+            info->size.width = r.pod<std::int32_t>();
+            info->size.height = r.pod<std::int32_t>();
+            info->metadata = r.string(64u << 20);
+            const auto np = r.pod<std::uint32_t>();
+            if (np > (1u << 22)) r.fail("implausible point count");
+            info->points.resize(np);
+            for (auto& p : info->points) {
+                p.x = r.pod<float>();
+                p.y = r.pod<float>();
+            }
+            info->descriptors = r.mat();
+            if (settings_.verify.rematch != !info->descriptors.empty() && np > 0)
+                return refuse("made with verify.rematch " + std::string(settings_.verify.rematch ? "off" : "on"));
+            items.emplace(std::move(id), std::move(info));
+        }
+        index().load(in);
+        if (index().size() != items.size())
+            return refuse("index holds " + std::to_string(index().size()) + " items but the table " +
+                          std::to_string(items.size()));
+        std::unique_lock lock(items_mutex_);
+        items_ = std::move(items);
+        return seq;
+    } catch (const std::exception& e) {
+        return refuse(e.what());
+    }
+}
+
 Pipeline::LoadStats Pipeline::load(Gallery& gallery, WorkerPool* pool, const Progress& progress) {
+    const auto t0 = Clock::now();
+    if (settings_.snapshots) {
+        if (auto seq = load_snapshot(gallery)) {
+            LoadStats stats;
+            stats.from_snapshot = true;
+            stats.loaded = size();
+            // Replay by gallery state, each id once, in journal order of its last change.
+            auto entries = gallery.journal_since(*seq);
+            std::map<std::string, std::uint64_t> last;
+            for (const auto& e : entries) last[e.id] = e.seq;
+            std::vector<std::pair<std::uint64_t, std::string>> order;
+            for (const auto& [id, at] : last) order.emplace_back(at, id);
+            std::sort(order.begin(), order.end());
+            for (const auto& [_, id] : order) {
+                try {
+                    if (gallery.contains(id)) {
+                        if (ensure_indexed(gallery, id) != RecordState::loaded) ++stats.computed;
+                    } else {
+                        remove(id);
+                    }
+                    ++stats.replayed;
+                } catch (const std::exception& e) {
+                    ++stats.failed;
+                    log_->error("gallery item '{}' could not be indexed: {}", id, e.what());
+                }
+            }
+            stats.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+            log_->info("pipeline {}: {} items from the snapshot in {:.2f} s, {} journal changes replayed", name_,
+                       size(), stats.seconds, stats.replayed);
+            if (progress) progress(1, 1);
+            return stats;
+        }
+    }
     auto ids = gallery.ids();
     LoadStats stats;
     std::size_t done = 0;
@@ -175,15 +334,16 @@ Pipeline::LoadStats Pipeline::load(Gallery& gallery, WorkerPool* pool, const Pro
         for (const auto& id : ids) futures.push_back(pool->submit([this, &gallery, id] { return ensure_indexed(gallery, id); }));
         for (std::size_t i = 0; i < ids.size(); ++i) account(ids[i], [&] { return futures[i].get(); });
     }
-    log_->info("pipeline {}: {} items ({} from stored records, {} computed, {} damaged records, {} failed)", name_,
-               index_->size(), stats.loaded, stats.computed, stats.damaged, stats.failed);
+    stats.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    log_->info("pipeline {}: {} items ({} from stored records, {} computed, {} damaged records, {} failed) in {:.2f} s",
+               name_, size(), stats.loaded, stats.computed, stats.damaged, stats.failed, stats.seconds);
     return stats;
 }
 
 void Pipeline::add(Gallery& gallery, const std::string& id) { ensure_indexed(gallery, id); }
 
 bool Pipeline::remove(const std::string& id) {
-    bool removed = index_->remove(id);
+    bool removed = index().remove(id);
     std::unique_lock lock(items_mutex_);
     items_.erase(id);
     return removed;
@@ -348,7 +508,7 @@ Result Pipeline::recognize_or_throw(const Request& request) const {
     check_deadline(request, "search");
 
     t = Clock::now();
-    auto candidates = index_->search(strongest(features, settings_.search_features), settings_.verify.candidates);
+    auto candidates = index().search(strongest(features, settings_.search_features), settings_.verify.candidates);
     result.timings_ms["search"] = ms_since(t);
     check_deadline(request, "verification");
 

@@ -193,8 +193,13 @@ void HostService::put_item(const std::string& id, std::span<const std::uint8_t> 
         throw Error(ErrorCode::invalid_argument, std::string("metadata is not JSON: ") + e.what());
     }
     if (!parsed.is_object()) throw Error(ErrorCode::invalid_argument, "metadata must be a JSON object");
+    // While the gallery loads, its index may be replaced by a snapshot: a change now could be lost.
+    if (!ready_) throw Error(ErrorCode::unavailable, "the gallery is still loading; retry when /readyz answers 200");
     // Decode once before storing anything, so a broken image never enters the gallery.
     decode_gray(image, {host_.limits().max_body_bytes, host_.limits().max_pixels}, 64);
+    // The old image's records go first: a crash before the new ones exist must not leave them
+    // describing the new image (start-up would index them as valid).
+    for (const auto& name : host_.pipeline_names()) host_.gallery().remove_record(host_.pipeline(name).signature(), id);
     host_.gallery().put(id, image, parsed.dump());
     for (const auto& name : host_.pipeline_names()) host_.pipeline(name).add(host_.gallery(), id);
     gallery_items_->set(static_cast<double>(host_.pipeline().size()));
@@ -214,6 +219,7 @@ std::optional<GalleryItem> HostService::get_item(const std::string& id) const {
 
 bool HostService::remove_item(const std::string& id) {
     check_id(id);
+    if (!ready_) throw Error(ErrorCode::unavailable, "the gallery is still loading; retry when /readyz answers 200");
     bool any = false;
     for (const auto& name : host_.pipeline_names()) any = host_.pipeline(name).remove(id) || any;
     any = host_.gallery().remove(id) || any;

@@ -1047,6 +1047,51 @@ namespace {
 struct ServeProcess {
     pid_t pid = -1;
     fs::path log;
+    int port = -1;
+    // Starts `sightline --config CONFIG serve` with SIGHTLINE_TOKEN=kToken in its environment,
+    // output to log_file; returns once /readyz answers 200 (fatal failure otherwise).
+    void start(const fs::path& config, const fs::path& log_file) {
+        log = log_file;
+        // Everything the child needs is prepared before fork (only async-signal-safe calls after it).
+        std::vector<std::string> env_strings;
+        for (char** e = environ; *e; ++e)
+            if (std::string_view(*e).rfind("SIGHTLINE_TOKEN=", 0) != 0) env_strings.emplace_back(*e);
+        env_strings.push_back(std::string("SIGHTLINE_TOKEN=") + kToken);
+        std::vector<char*> envp;
+        for (auto& e : env_strings) envp.push_back(e.data());
+        envp.push_back(nullptr);
+        std::string cli = SIGHTLINE_CLI, config_arg = config.string(), opt = "--config", cmd = "serve";
+        std::vector<char*> argv{cli.data(), opt.data(), config_arg.data(), cmd.data(), nullptr};
+        const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        ASSERT_GE(out, 0);
+        pid = ::fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            ::dup2(out, 1);
+            ::dup2(out, 2);
+            ::execve(cli.c_str(), argv.data(), envp.data());
+            ::_exit(127);
+        }
+        ::close(out);
+        // The port is in the log; then wait for readiness.
+        for (int i = 0; i < 600 && port < 0; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            std::vector<std::string> lines;
+            std::istringstream in(fs::exists(log) ? read_text(log) : "");
+            for (std::string l; std::getline(in, l);) lines.push_back(l);
+            port = port_from_log(lines);
+            ASSERT_EQ(::waitpid(pid, nullptr, WNOHANG), 0) << "serve exited:\n" << read_text(log);
+        }
+        ASSERT_GT(port, 0) << read_text(log);
+        httplib::Client c("127.0.0.1", port);
+        bool ready = false;
+        for (int i = 0; i < 1200 && !ready; ++i) {
+            auto res = c.Get("/readyz");
+            ready = res && res->status == 200;
+            if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        ASSERT_TRUE(ready) << read_text(log);
+    }
     ~ServeProcess() {
         if (pid > 0) {
             ::kill(pid, SIGKILL);
@@ -1083,48 +1128,10 @@ TEST(HttpServe, SigtermDrainsInFlightRequestsAndExitsZero) {
                        "logging: { level: info }\n"
                        "transports:\n  - { type: http, listen: \"127.0.0.1:0\", read_timeout: 10s, token: \"${SIGHTLINE_TOKEN}\" }\n");
     ServeProcess serve;
-    serve.log = dir / "serve.log";
-    // Everything the child needs is prepared before fork (only async-signal-safe calls after it).
-    std::vector<std::string> env_strings;
-    for (char** e = environ; *e; ++e)
-        if (std::string_view(*e).rfind("SIGHTLINE_TOKEN=", 0) != 0) env_strings.emplace_back(*e);
-    env_strings.push_back(std::string("SIGHTLINE_TOKEN=") + kToken);
-    std::vector<char*> envp;
-    for (auto& e : env_strings) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    std::string cli = SIGHTLINE_CLI, config_arg = config.string(), opt = "--config", cmd = "serve";
-    std::vector<char*> argv{cli.data(), opt.data(), config_arg.data(), cmd.data(), nullptr};
-    const int out = ::open(serve.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    ASSERT_GE(out, 0);
-    serve.pid = ::fork();
-    ASSERT_GE(serve.pid, 0);
-    if (serve.pid == 0) {
-        ::dup2(out, 1);
-        ::dup2(out, 2);
-        ::execve(cli.c_str(), argv.data(), envp.data());
-        ::_exit(127);
-    }
-    ::close(out);
-    // The port is in the log; then wait for readiness.
-    int port = -1;
-    for (int i = 0; i < 600 && port < 0; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        std::vector<std::string> lines;
-        std::istringstream in(fs::exists(serve.log) ? read_text(serve.log) : "");
-        for (std::string l; std::getline(in, l);) lines.push_back(l);
-        port = port_from_log(lines);
-        ASSERT_EQ(::waitpid(serve.pid, nullptr, WNOHANG), 0) << "serve exited:\n" << read_text(serve.log);
-    }
-    ASSERT_GT(port, 0) << read_text(serve.log);
+    ASSERT_NO_FATAL_FAILURE(serve.start(config, dir / "serve.log"));
+    const int port = serve.port;
     httplib::Client c("127.0.0.1", port);
     c.set_read_timeout(60, 0);
-    bool ready = false;
-    for (int i = 0; i < 600 && !ready; ++i) {
-        auto res = c.Get("/readyz");
-        ready = res && res->status == 200;
-        if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ASSERT_TRUE(ready) << read_text(serve.log);
 
     // The token came from the environment.
     const auto images = gallery_images();
@@ -1167,4 +1174,90 @@ TEST(HttpServe, SigtermDrainsInFlightRequestsAndExitsZero) {
     EXPECT_THAT(log, HasSubstr("SIGTERM"));
     EXPECT_THAT(log, HasSubstr("POST /v1/recognize 200"));
     EXPECT_THAT(log, Not(HasSubstr(kToken)));
+}
+
+TEST(HttpServe, Kill9DuringABurstOfAddsLosesNoAcknowledgedAdd) {
+    TempDir dir("sightline-http-kill9");
+    const fs::path config = dir / "serve.yaml";
+    // index-vocab with the shipped vocabulary (config/scale-vocab.yaml's extractor), fsync on: what
+    // a 201 promises must be on disk.
+    write_text(config, "plugins: { paths: [" + yq(plugin_dir()) + "] }\n"
+                       "storages:\n  gallery: { type: local, root: " + yq(dir / "gallery") + " }\n"
+                       "  vocab: { type: local, root: " + yq(source_dir() / "config" / "vocabularies") + " }\n"
+                       "gallery: { storage: gallery }\n"
+                       "pipelines:\n  orb:\n    features: { type: orb, max_features: 1000, fast_threshold: 12 }\n"
+                       "    index: { type: vocab, vocabulary: orb-default.voc, max_features: 400 }\n"
+                       "    verify: { rematch: false, min_inlier_ratio: 0.1 }\n"
+                       "limits: { workers: 2, request_timeout: 30s }\n"
+                       "logging: { level: info }\n"
+                       "transports:\n  - { type: http, listen: \"127.0.0.1:0\", token: \"${SIGHTLINE_TOKEN}\" }\n");
+    const auto images = gallery_images();
+    ASSERT_GE(images.size(), 40u);
+    std::vector<std::string> bodies;
+    for (const auto& f : images) bodies.push_back(file_text(f));
+    // A first run leaves a snapshot behind (4 items, clean shutdown), so the restart below loads it
+    // and must replay the journal for everything added after it.
+    {
+        ServeProcess serve;
+        ASSERT_NO_FATAL_FAILURE(serve.start(config, dir / "serve1.log"));
+        httplib::Client c("127.0.0.1", serve.port);
+        for (int i = 0; i < 4; ++i) {
+            auto res = c.Put("/v1/gallery/base" + std::to_string(i), bearer(kToken), bodies[static_cast<std::size_t>(i)], "image/jpeg");
+            ASSERT_TRUE(res);
+            ASSERT_EQ(res->status, 201) << res->body;
+        }
+        ASSERT_EQ(::kill(serve.pid, SIGTERM), 0);
+        ASSERT_EQ(serve.wait_exit(std::chrono::seconds(30)), 0) << read_text(serve.log);
+    }
+    ServeProcess serve;
+    ASSERT_NO_FATAL_FAILURE(serve.start(config, dir / "serve2.log"));
+    // Two clients add items as fast as they can; after 12 acknowledgements the server is killed.
+    std::mutex mutex;
+    std::vector<std::string> acknowledged;
+    std::atomic<bool> stop{false};
+    auto client = [&](int lane) {
+        httplib::Client c("127.0.0.1", serve.port);
+        c.set_read_timeout(30, 0);
+        for (int i = lane; i < 36 && !stop; i += 2) {
+            const std::string id = "burst" + std::to_string(i);
+            auto res = c.Put("/v1/gallery/" + id, bearer(kToken), bodies[static_cast<std::size_t>(4 + i)], "image/jpeg");
+            if (!res) return;  // the server is gone
+            if (res->status == 201) {
+                std::lock_guard lock(mutex);
+                acknowledged.push_back(id);
+            }
+        }
+    };
+    std::thread a(client, 0), b(client, 1);
+    for (int i = 0; i < 1200; ++i) {
+        {
+            std::lock_guard lock(mutex);
+            if (acknowledged.size() >= 12) break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(::kill(serve.pid, SIGKILL), 0);
+    stop = true;
+    a.join();
+    b.join();
+    EXPECT_EQ(serve.wait_exit(std::chrono::seconds(10)), 128 + SIGKILL);
+    ASSERT_GE(acknowledged.size(), 12u);
+
+    ::setenv("SIGHTLINE_TOKEN", kToken, 1);  // the config names it; this process is the restart
+    auto host = std::make_unique<Host>(load_config_file(config.string()));
+    auto stats = host->pipeline().load(host->gallery());
+    EXPECT_TRUE(stats.from_snapshot);
+    EXPECT_GE(stats.replayed, acknowledged.size());
+    for (int i = 0; i < 4; ++i) EXPECT_TRUE(host->pipeline().contains("base" + std::to_string(i)));
+    for (const auto& id : acknowledged) {
+        EXPECT_TRUE(host->gallery().contains(id)) << id << " was acknowledged but is not in the gallery";
+        EXPECT_TRUE(host->pipeline().contains(id)) << id << " was acknowledged but is not indexed";
+    }
+    // And it is recognisable, not just listed.
+    Request r;
+    r.id = "q";
+    r.image = read_bytes(images[4 + static_cast<std::size_t>(std::stoi(acknowledged.back().substr(5)))]);
+    auto result = host->pipeline().recognize(r);
+    ASSERT_FALSE(result.matches.empty()) << (result.error ? result.error->message : "no match");
+    EXPECT_EQ(result.matches[0].id, acknowledged.back());
 }

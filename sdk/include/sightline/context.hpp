@@ -20,6 +20,10 @@ public:
     virtual Metrics& metrics() const = 0;
     // Throws ErrorCode::not_found naming the storages that exist.
     virtual std::shared_ptr<Storage> storage(const std::string& name) const = 0;
+    // ABI 1.1. For an index: the signature of its pipeline's gallery extractor, so an index whose
+    // data was made for one extractor configuration (a trained vocabulary) can refuse another.
+    // Empty for other kinds, and when the host does not know it.
+    virtual std::string features_signature() const { return {}; }
 };
 
 }  // namespace sightline

@@ -2,6 +2,7 @@
 #include <sightline/storage.hpp>
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,14 +33,33 @@ public:
     std::string record_key(const std::string& signature, const std::string& id) const;
     std::optional<Bytes> record(const std::string& signature, const std::string& id) const;
     void put_record(const std::string& signature, const std::string& id, std::span<const std::uint8_t> bytes);
+    // Before an item's image is replaced: its records describe the old image.
+    void remove_record(const std::string& signature, const std::string& id);
 
     Storage& storage() const { return *storage_; }
 
+    // The change journal: put() and remove() first write an empty object
+    // <features>journal/<seq>.<id> (the write-ahead log of index snapshots), so a snapshot made at
+    // journal position S plus the items touched after S is the whole gallery. Replay is by
+    // gallery state (the item exists: index it; it does not: drop it), so a change cut short by
+    // a crash replays as whatever it left behind. One writing process per gallery.
+    struct JournalEntry {
+        std::uint64_t seq;
+        std::string id;
+    };
+    std::uint64_t journal_head() const;  // the last position written (0: none)
+    std::vector<JournalEntry> journal_since(std::uint64_t seq) const;  // entries after seq, in order
+    void journal_truncate(std::uint64_t upto);  // drops entries at or before upto
+    std::string snapshot_key(const std::string& signature) const;
+
 private:
+    void journal(const std::string& id);
     std::optional<std::string> image_key(const std::string& id) const;
     std::shared_ptr<Storage> storage_;
     std::string images_;
     std::string features_;
+    mutable std::mutex journal_mutex_;
+    std::uint64_t journal_seq_ = 0;
 };
 
 void check_id(const std::string& id);

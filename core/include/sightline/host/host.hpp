@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,9 +42,16 @@ std::vector<std::filesystem::path> plugin_paths(const LoadedConfig& config,
 // The running system built from a config: plugin registry, storages, gallery, pipelines, workers.
 // Members are declared so that destruction runs in the required order: workers stop, pipelines and
 // plugin objects go, and the registry (the libraries) goes last.
+struct HostOptions {
+    // false: pipelines get no index and no transports or sinks are built; what `sightline vocab
+    // train` needs (the extractor and the storages) when the index cannot exist yet, since it needs
+    // the vocabulary being trained.
+    bool indexes = true;
+};
+
 class Host {
 public:
-    Host(LoadedConfig config, std::vector<std::filesystem::path> fallback_plugin_paths = {});
+    Host(LoadedConfig config, std::vector<std::filesystem::path> fallback_plugin_paths = {}, HostOptions options = {});
     ~Host();
 
     PluginRegistry& registry() { return *registry_; }
@@ -68,6 +76,9 @@ public:
 
     // Fills every pipeline's index from the gallery (records where valid, extraction otherwise).
     void load_gallery(const Pipeline::Progress& progress = {});
+    // Snapshots every pipeline's index as of the gallery's journal head, then drops the journal
+    // up to it. Only while no change is in flight (start-up, shutdown, end of an ingest).
+    void save_snapshots();
 
 private:
     LoadedConfig config_;
@@ -78,6 +89,7 @@ private:
     std::unique_ptr<Gallery> gallery_;
     std::map<std::string, std::unique_ptr<Pipeline>> pipelines_;
     std::string default_pipeline_;
+    std::optional<std::uint64_t> snapshot_head_;  // journal position of the snapshots on disk
     std::vector<NamedSink> sinks_;
     std::unique_ptr<WorkerPool> workers_;
     std::vector<std::shared_ptr<Transport>> transports_;  // declared last: destroyed (stopped) first

@@ -45,6 +45,12 @@ struct PipelineSettings {
     double clahe_clip = 0;  // 0: off
     VerifyParams verify;
     DecodeLimits limits;
+    // Index snapshots: start-up loads the pipeline's snapshot and replays the gallery journal
+    // after it, instead of reading every feature record. snapshot_tag names the whole pipeline
+    // configuration (index keys too, which the signature omits): a snapshot made under another
+    // tag is ignored and rebuilt.
+    bool snapshots = true;
+    std::string snapshot_tag;
 };
 
 // decode → normalise → extract → search → verify, for one extractor and one index; plus the
@@ -60,21 +66,39 @@ public:
     const std::string& name() const { return name_; }
     const std::string& signature() const { return signature_; }
     const PipelineSettings& settings() const { return settings_; }
-    std::size_t size() const { return index_->size(); }
+    std::size_t size() const { return index_ ? index_->size() : 0; }
+    const FeatureExtractor& extractor() const { return *extractor_; }
+    bool contains(const std::string& id) const {
+        std::shared_lock lock(items_mutex_);
+        return items_.count(id) > 0;
+    }
 
     struct LoadStats {
         std::size_t loaded = 0, computed = 0, damaged = 0, failed = 0;
+        bool from_snapshot = false;
+        std::size_t replayed = 0;  // journal entries applied after the snapshot
+        double seconds = 0;
     };
     using Progress = std::function<void(std::size_t done, std::size_t total)>;
     // Fills the index from the gallery: stored records under this signature are used as they are;
     // missing, damaged or foreign-signature ones are recomputed and stored.
     LoadStats load(Gallery& gallery, WorkerPool* pool = nullptr, const Progress& progress = {});
+    // Writes the item table and the index to the gallery storage as of journal position
+    // journal_seq. Call it when no change is in flight (start-up, shutdown): a change journaled
+    // before journal_seq but not yet indexed would be missing from it.
+    void save_snapshot(Gallery& gallery, std::uint64_t journal_seq) const;
     // Indexes one item (its record is reused if valid, else computed and stored).
     void add(Gallery& gallery, const std::string& id);
     bool remove(const std::string& id);
 
     // Features of a reference image at working size.
     FeatureRecord extract_item(const std::string& id, std::span<const std::uint8_t> image) const;
+    // The same from an already decoded grayscale image (CV_8UC1, any size): bulk loaders and
+    // benchmarks that make their own images skip the encode/decode round trip.
+    FeatureRecord extract_item(const std::string& id, const cv::Mat& gray) const;
+    // Indexes a record made by extract_item without touching the gallery storage (a benchmark's
+    // in-memory gallery; the caller owns durability). Replaces the item if the id exists.
+    void add_record(const FeatureRecord& record, std::string metadata_json = "{}");
 
     // Never throws: a failure is reported in Result::error.
     Result recognize(const Request& request) const;
@@ -89,8 +113,10 @@ private:
         cv::Mat descriptors;
     };
     enum class RecordState { loaded, computed, damaged_recomputed };
+    std::optional<std::uint64_t> load_snapshot(Gallery& gallery);
     RecordState ensure_indexed(Gallery& gallery, const std::string& id);
     void normalise(cv::Mat& gray) const;
+    Index& index() const;  // throws if the host was built without indexes
     std::optional<Match> verify(const Candidate& c, const Features& query, const cv::Size& query_size,
                                 double to_original) const;
     std::vector<Correspondence> rematch(const Features& query, const ItemInfo& item) const;

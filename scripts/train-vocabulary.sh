@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Re-makes the shipped vocabulary config/vocabularies/orb-default.voc for config/scale-vocab.yaml's
+# ORB extractor, with `sightline vocab train`, on redistributable images from Debian packages:
+# the wallpapers of plasma-workspace-wallpapers, mate-backgrounds, gnome-backgrounds and
+# ukui-wallpapers (GPL-2+, CC-BY-SA), and the sample images of opencv-doc (BSD/Apache) and
+# python3-skimage (BSD/public domain/CC0). None of the images the benchmarks query (endless-sky's
+# photographs) is among them. Usage: scripts/train-vocabulary.sh [extra `vocab train` options]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+packages=(plasma-workspace-wallpapers mate-backgrounds gnome-backgrounds ukui-wallpapers opencv-doc python3-skimage)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+[ -x "${BUILD_DIR:-build}/bin/sightline" ] || scripts/setup.sh -DSIGHTLINE_BUILD_TESTS=OFF
+
+dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
+n=0
+link() { n=$((n + 1)); ln -s "$1" "$dir/$(printf '%04d' $n)-$(basename "$1")"; }
+# Plasma ships each wallpaper at many sizes: the largest of each.
+for w in /usr/share/wallpapers/*/contents/images; do
+  big=$(ls "$w" | grep -E '\.(jpg|png)$' | sort -t x -k1,1n | tail -1)
+  [ -n "$big" ] && link "$w/$big"
+done
+for f in /usr/share/backgrounds/*.{jpg,png} /usr/share/backgrounds/mate/*/*.{jpg,png} \
+         /usr/share/backgrounds/gnome/*.{jpg,webp} /usr/share/doc/opencv-doc/examples/data/*.{jpg,png} \
+         /usr/lib/python3/dist-packages/skimage/data/*.{jpg,png}; do
+  [ -f "$f" ] && link "$f"
+done
+echo "==> $n training images"
+exec "${BUILD_DIR:-build}/bin/sightline" --config config/scale-vocab.yaml vocab train --from "$dir" \
+  --out orb-default.voc --branching 16 --depth 4 --crops 6 --max-samples 600000 "$@"

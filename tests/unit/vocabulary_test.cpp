@@ -1,0 +1,213 @@
+// The SDK's vocabulary tree: clustering, quantisation, embedding signatures, the file format.
+#include <gtest/gtest.h>
+
+#include <sightline/vocabulary.hpp>
+
+#include <map>
+#include <set>
+
+namespace {
+
+using sightline::Vocabulary;
+
+// `clusters` well separated centres; each image holds noisy copies of a few of them.
+std::vector<cv::Mat> clustered(int type, int clusters, int per_image, int images, cv::Mat& centres,
+                               std::uint64_t seed = 7) {
+    cv::RNG rng(seed);
+    const int cols = type == CV_8U ? 32 : 64;
+    centres.create(clusters, cols, type);
+    if (type == CV_8U) {
+        rng.fill(centres, cv::RNG::UNIFORM, 0, 256);
+    } else {
+        rng.fill(centres, cv::RNG::NORMAL, 0, 1);
+        for (int r = 0; r < clusters; ++r) cv::normalize(centres.row(r), centres.row(r));
+    }
+    std::vector<cv::Mat> out;
+    for (int i = 0; i < images; ++i) {
+        cv::Mat m(per_image, cols, type);
+        for (int r = 0; r < per_image; ++r) {
+            centres.row(rng.uniform(0, clusters)).copyTo(m.row(r));
+            if (type == CV_8U) {
+                for (int f = 0; f < 6; ++f) {  // 6 of 256 bits flipped
+                    int bit = rng.uniform(0, 256);
+                    m.at<std::uint8_t>(r, bit / 8) ^= static_cast<std::uint8_t>(1u << (bit % 8));
+                }
+            } else {
+                cv::Mat noise(1, cols, CV_32F);
+                rng.fill(noise, cv::RNG::NORMAL, 0, 0.02);
+                m.row(r) += noise;
+            }
+        }
+        out.push_back(m);
+    }
+    return out;
+}
+
+Vocabulary::TrainParams small() {
+    Vocabulary::TrainParams p;
+    p.branching = 4;
+    p.depth = 3;
+    p.iterations = 10;
+    return p;
+}
+
+class VocabularyTypes : public ::testing::TestWithParam<int> {};
+
+TEST_P(VocabularyTypes, NoisyCopiesOfOneCentreLandInOneWord) {
+    cv::Mat centres;
+    auto images = clustered(GetParam(), 16, 200, 10, centres);
+    // One level of 16: each centre's copies should form one cluster. (Deeper, the tree would go on
+    // splitting one centre's copies by their noise.)
+    auto flat = small();
+    flat.branching = 16;
+    flat.depth = 1;
+    auto v = Vocabulary::train(images, flat, "test:v1");
+    EXPECT_LE(v.words(), 16u);
+    // Two levels of 4: still at most 16 words, most centres apart.
+    auto two = small();
+    two.depth = 2;
+    auto t = Vocabulary::train(images, two, "test:v1");
+    EXPECT_LE(t.words(), 16u);
+    EXPECT_GE(t.words(), 10u);
+    auto tw = t.quantize(centres);
+    EXPECT_GE(std::set<std::uint32_t>(tw.begin(), tw.end()).size(), 10u);
+    EXPECT_EQ(v.descriptor_type(), GetParam());
+    // Every noisy copy of centre c must share the word of the centre itself, and distinct
+    // centres should mostly get distinct words.
+    auto centre_words = v.quantize(centres);
+    std::set<std::uint32_t> distinct(centre_words.begin(), centre_words.end());
+    EXPECT_GE(distinct.size(), 12u);
+    cv::Mat dummy;
+    auto probe = clustered(GetParam(), 16, 400, 1, dummy, 7);  // same centres (same seed), new noise
+    ASSERT_EQ(cv::norm(dummy, centres, cv::NORM_INF), 0);
+    int agree = 0, total = 0;
+    for (int r = 0; r < probe[0].rows; ++r) {
+        // Which centre is it a copy of? The nearest.
+        int best = 0;
+        double bd = 1e18;
+        for (int c = 0; c < centres.rows; ++c) {
+            double d = cv::norm(probe[0].row(r), centres.row(c), GetParam() == CV_8U ? cv::NORM_HAMMING : cv::NORM_L2);
+            if (d < bd) {
+                bd = d;
+                best = c;
+            }
+        }
+        agree += v.quantize_row(probe[0].ptr(r)) == centre_words[static_cast<std::size_t>(best)];
+        ++total;
+    }
+    EXPECT_GE(agree, total * 95 / 100) << agree << " of " << total;
+}
+
+TEST_P(VocabularyTypes, SameSeedSameBytesAndRoundTrip) {
+    cv::Mat centres;
+    auto images = clustered(GetParam(), 16, 100, 8, centres);
+    auto a = Vocabulary::train(images, small(), "test:v1");
+    auto b = Vocabulary::train(images, small(), "test:v1");
+    EXPECT_EQ(a.serialize(), b.serialize());
+    auto bytes = a.serialize();
+    auto c = Vocabulary::parse(bytes, "test.voc");
+    EXPECT_EQ(c.words(), a.words());
+    EXPECT_EQ(c.signature(), "test:v1");
+    for (const auto& m : images) {
+        EXPECT_EQ(c.quantize(m), a.quantize(m));
+        for (int r = 0; r < m.rows; ++r) {
+            auto w = a.quantize_row(m.ptr(r));
+            EXPECT_EQ(c.embed(m.ptr(r), w), a.embed(m.ptr(r), w));
+        }
+    }
+    for (std::uint32_t w = 0; w < a.words(); ++w) EXPECT_FLOAT_EQ(c.idf(w), a.idf(w));
+}
+
+TEST_P(VocabularyTypes, CloseDescriptorsShareMostSignatureBits) {
+    cv::Mat centres;
+    auto images = clustered(GetParam(), 16, 200, 10, centres);
+    auto v = Vocabulary::train(images, small(), "test:v1");
+    // Pairs of copies of one centre vs. pairs of unrelated descriptors in the same word.
+    cv::RNG rng(3);
+    double near = 0, far = 0;
+    int n = 0;
+    for (int r = 0; r + 1 < images[0].rows; r += 2) {
+        const auto* x = images[0].ptr(r);
+        cv::Mat y = images[0].row(r).clone();
+        if (GetParam() == CV_8U) {
+            y.data[rng.uniform(0, 32)] ^= 1;
+        } else {
+            y.at<float>(0, rng.uniform(0, 64)) += 0.01f;
+        }
+        cv::Mat z(1, images[0].cols, GetParam());
+        if (GetParam() == CV_8U) rng.fill(z, cv::RNG::UNIFORM, 0, 256);
+        else rng.fill(z, cv::RNG::NORMAL, 0, 0.2);
+        auto w = v.quantize_row(x);
+        near += __builtin_popcount(v.embed(x, w) ^ v.embed(y.data, w));
+        far += __builtin_popcount(v.embed(x, w) ^ v.embed(z.data, w));
+        ++n;
+    }
+    EXPECT_LT(near / n, 2.0);
+    EXPECT_GT(far / n, 10.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(BinaryAndFloat, VocabularyTypes, ::testing::Values(CV_8U, CV_32F),
+                         [](const auto& info) { return info.param == CV_8U ? "binary" : "float"; });
+
+TEST(Vocabulary, DamagedFilesAreRefusedWithTheReason) {
+    cv::Mat centres;
+    auto v = Vocabulary::train(clustered(CV_8U, 8, 50, 4, centres), small(), "test:v1");
+    auto bytes = v.serialize();
+    auto expect_loss = [](std::vector<std::uint8_t> b, const std::string& why) {
+        try {
+            Vocabulary::parse(b, "vocab/x.voc");
+            ADD_FAILURE() << "accepted: " << why;
+        } catch (const sightline::Error& e) {
+            EXPECT_EQ(e.code(), sightline::ErrorCode::data_loss);
+            EXPECT_NE(std::string(e.what()).find("vocab/x.voc"), std::string::npos) << e.what();
+            EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+        }
+    };
+    auto flipped = bytes;
+    flipped[bytes.size() / 2] ^= 0x40;
+    expect_loss(flipped, "checksum");
+    expect_loss(std::vector<std::uint8_t>(bytes.begin(), bytes.end() - 10), "truncated");
+    auto magic = bytes;
+    magic[0] = 'X';
+    expect_loss(magic, "not a sightline vocabulary");
+    auto version = bytes;
+    version[4] = 99;
+    expect_loss(version, "version 99");
+    expect_loss({}, "not a sightline vocabulary");
+}
+
+TEST(Vocabulary, RefusesBadTrainingInputAndForeignDescriptors) {
+    EXPECT_THROW(Vocabulary::train({}, small(), "x"), sightline::Error);
+    cv::Mat a(10, 32, CV_8U, cv::Scalar(1)), b(10, 64, CV_32F, cv::Scalar(0));
+    EXPECT_THROW(Vocabulary::train({a, b}, small(), "x"), sightline::Error);
+    cv::Mat centres;
+    auto v = Vocabulary::train(clustered(CV_8U, 8, 50, 4, centres), small(), "x");
+    try {
+        v.quantize(b);
+        ADD_FAILURE() << "float descriptors accepted by a binary vocabulary";
+    } catch (const sightline::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("CV_32F x 64"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("CV_8U x 32"), std::string::npos) << e.what();
+    }
+}
+
+TEST(Vocabulary, IdfFavoursRareWords) {
+    // Centre 0 appears in every image, the others in one image each.
+    cv::Mat centres;
+    clustered(CV_8U, 8, 1, 1, centres);
+    std::vector<cv::Mat> images;
+    for (int i = 1; i < 8; ++i) {
+        cv::Mat m(40, 32, CV_8U);
+        for (int r = 0; r < 20; ++r) centres.row(0).copyTo(m.row(r));
+        for (int r = 20; r < 40; ++r) centres.row(i).copyTo(m.row(r));
+        images.push_back(m);
+    }
+    auto p = small();
+    p.branching = 8;
+    p.depth = 1;
+    auto v = Vocabulary::train(images, p, "x");
+    const auto common = v.quantize_row(centres.ptr(0));
+    for (int i = 1; i < 8; ++i) EXPECT_GT(v.idf(v.quantize_row(centres.ptr(i))), v.idf(common));
+}
+
+}  // namespace
