@@ -18,22 +18,12 @@
 #include <string>
 #include <vector>
 
-#include "sightline/host/config_loader.hpp"
-#include "sightline/host/console.hpp"
-#include "sightline/synth/synth.hpp"
+#include "bench_common.hpp"
 
 namespace sightline::bench {
 
-namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
-using Bytes = std::vector<std::uint8_t>;
-
-// Thrown for bad command lines and unusable inputs: main prints the message and exits with 2.
-struct UsageError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-
-struct Options {
+// ConfigOptions (bench_common.hpp): config_file, overrides, plugin_dirs, keep_sinks, log_level.
+struct Options : ConfigOptions {
     // inputs
     std::vector<std::string> gallery_dirs;
     std::vector<std::string> exclude_dirs{"queries"};  // directory names skipped while scanning
@@ -50,12 +40,7 @@ struct Options {
     // drivers
     bool http = false;
     std::size_t concurrency = 2;
-    std::string config_file;
-    std::vector<std::string> overrides;
-    std::vector<std::string> plugin_dirs;
     std::string sightline_bin;
-    bool keep_sinks = false;
-    std::string log_level = "warn";
     double ready_timeout_s = 600;
     // outputs and limits
     std::string mistakes_csv;
@@ -95,36 +80,6 @@ struct GalleryEntry {
     std::string metadata = "{}";  // from a sidecar <stem>.json when present
 };
 
-struct SynthInfo {
-    synth::Warp warp;
-    synth::Degrade degrade;
-    bool cut_off = false;  // part of the item lies outside the photo
-};
-
-struct QueryCase {
-    std::string name;   // file name (query-0001.jpg, or the set's file name)
-    std::string truth;  // gallery id; empty for a negative
-    Bytes image;
-    std::string content_type = "image/jpeg";
-    fs::path source;  // the image the query shows
-    std::optional<SynthInfo> synth;
-    bool negative() const { return truth.empty(); }
-};
-
-struct MatchLite {
-    std::string id;
-    double score = 0;
-    int inliers = 0;
-};
-
-struct Outcome {
-    bool done = false;  // false: never sent (budget ran out)
-    std::vector<MatchLite> matches;
-    std::map<std::string, double> timings_ms;
-    double end_to_end_ms = 0;
-    std::string error;  // "code: message"
-};
-
 struct IngestStats {
     std::size_t attempted = 0, stored = 0, failed = 0;
     double seconds = 0;
@@ -147,37 +102,10 @@ public:
     virtual void stop() {}
 };
 
-// ---- helpers (util.cpp)
-
-using host::is_image_file;
-using host::read_file;
-using Progress = host::ProgressBar;
-
-void note(const std::string& line);  // a progress line on stderr
-std::optional<std::uint64_t> vm_hwm_bytes(long pid);  // from /proc/<pid>/status; pid 0: self
-std::string content_type_for(const fs::path& p);
-fs::path exe_dir();
-fs::path make_temp_dir(const std::string& prefix);
-
-// ---- config (config.cpp)
-
-host::LoadedConfig load_bench_config(const Options& o);
-std::vector<fs::path> plugin_dirs(const Options& o);
-// The pipeline the host will use: default_pipeline, else the alphabetically first.
-std::string default_pipeline_name(const host::LoadedConfig& c);
-// The gallery storage's name (gallery.storage, default "gallery").
-std::string gallery_storage_name(const host::LoadedConfig& c);
-nlohmann::json yaml_to_json(const YAML::Node& n);
-// features/index sections merged with the plugins' schema defaults, verify and sizes from the
-// YAML merged with the core defaults.
-nlohmann::json summarize_config(const host::LoadedConfig& c, const std::vector<fs::path>& plugins);
+// Helpers, config loading, ids, image scanning, query synthesis and statistics are shared with
+// the other benchmarks: bench/common/bench_common.hpp.
 
 // ---- dataset (dataset.cpp)
-
-std::string sanitize_id(const std::string& stem);
-// Assigns unique ids; `taken` holds ids already in use (they are never reused).
-std::string unique_id(const std::string& stem, std::map<std::string, int>& taken);
-std::vector<fs::path> scan_images(const std::vector<std::string>& dirs, const std::vector<std::string>& exclude);
 
 struct Dataset {
     std::vector<GalleryEntry> gallery;

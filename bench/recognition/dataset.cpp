@@ -1,139 +1,13 @@
-// Gallery scanning, ids, held-out negatives, labelled sets and synthetic query generation.
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
-
+// The gallery, held-out negatives, labelled sets and synthetic queries of the recognition bench
+// (scanning, ids and query synthesis are in bench/common).
 #include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <set>
-#include <sstream>
-#include <thread>
 
 #include "bench.hpp"
 
 namespace sightline::bench {
-
-namespace {
-
-constexpr std::uint64_t kMaxImageBytes = 64ull << 20;  // larger files are skipped
-constexpr std::size_t kMaxIdLength = 128;
-
-// Seeded Fisher-Yates shuffle (cv::RNG: the same order on every platform).
-template <class T> void shuffle(std::vector<T>& v, cv::RNG& rng) {
-    for (int i = static_cast<int>(v.size()) - 1; i > 0; --i)
-        std::swap(v[static_cast<std::size_t>(i)], v[static_cast<std::size_t>(rng.uniform(0, i + 1))]);
-}
-
-std::string read_metadata(const fs::path& image) {
-    fs::path sidecar = fs::path(image).replace_extension(".json");
-    std::error_code ec;
-    if (!fs::is_regular_file(sidecar, ec) || fs::file_size(sidecar, ec) > (256u << 10)) return "{}";
-    std::ifstream in(sidecar, std::ios::binary);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto j = nlohmann::json::parse(text, nullptr, false);
-    return j.is_object() ? j.dump() : "{}";
-}
-
-bool same_content(const fs::path& a, const fs::path& b) {
-    try {
-        return read_file(a, kMaxImageBytes) == read_file(b, kMaxImageBytes);
-    } catch (const std::exception&) {
-        return false;
-    }
-}
-
-// The item image for rendering: BGR, EXIF orientation applied (as the pipeline decodes it), and
-// shrunk when much larger than the photo (warping a huge image down aliases and costs time).
-cv::Mat load_item(const fs::path& file, cv::Size photo) {
-    Bytes bytes = read_file(file, kMaxImageBytes);
-    cv::Mat img = cv::imdecode(bytes, cv::IMREAD_COLOR);
-    if (img.empty()) throw std::runtime_error(file.string() + ": not a decodable image");
-    const int limit = 2 * std::max(photo.width, photo.height);
-    const int long_side = std::max(img.cols, img.rows);
-    if (long_side > limit) {
-        double f = static_cast<double>(limit) / long_side;
-        cv::Mat small;
-        cv::resize(img, small, cv::Size(), f, f, cv::INTER_AREA);
-        img = small;
-    }
-    return img;
-}
-
-// Runs fn(0..n-1) on one thread per core; stops taking new indexes when the budget runs out.
-template <class F> void parallel_for(std::size_t n, const Budget& budget, F fn) {
-    std::atomic<std::size_t> next{0};
-    auto work = [&] {
-        for (std::size_t i; (i = next++) < n && !budget.expired();) fn(i);
-    };
-    const std::size_t threads = std::min<std::size_t>(n, std::max(1u, std::thread::hardware_concurrency()));
-    std::vector<std::thread> pool;
-    for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-    work();
-    for (auto& t : pool) t.join();
-}
-
-struct Job {
-    bool negative = false;
-    std::size_t index = 0;  // positive: gallery entry; negative: pool image
-    std::uint64_t seed = 0;
-};
-
-}  // namespace
-
-std::string sanitize_id(const std::string& stem) {
-    std::string id;
-    for (unsigned char c : stem) {
-        bool ok = std::isalnum(c) || c == '.' || c == '_' || c == '-';
-        id.push_back(ok && c < 128 ? static_cast<char>(c) : '_');
-    }
-    while (!id.empty() && id.front() == '.') id.erase(id.begin());
-    if (id.size() > kMaxIdLength) id.resize(kMaxIdLength);
-    if (id.empty()) id = "item";
-    return id;
-}
-
-std::string unique_id(const std::string& stem, std::map<std::string, int>& taken) {
-    std::string base = sanitize_id(stem);
-    if (!taken.count(base)) {
-        taken[base] = 1;
-        return base;
-    }
-    for (int n = taken[base] + 1;; ++n) {
-        std::string suffix = "-" + std::to_string(n);
-        std::string id = base.substr(0, kMaxIdLength - suffix.size()) + suffix;
-        if (!taken.count(id)) {
-            taken[base] = n;
-            taken[id] = 1;
-            return id;
-        }
-    }
-}
-
-std::vector<fs::path> scan_images(const std::vector<std::string>& dirs, const std::vector<std::string>& exclude) {
-    std::set<fs::path> seen;
-    std::vector<fs::path> out;
-    for (const auto& d : dirs) {
-        std::error_code ec;
-        if (!fs::is_directory(d, ec)) throw UsageError("not a directory: " + d);
-        auto it = fs::recursive_directory_iterator(d, fs::directory_options::skip_permission_denied, ec);
-        if (ec) throw UsageError("cannot read " + d + ": " + ec.message());
-        for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
-            if (ec) break;
-            const auto& e = *it;
-            if (e.is_directory(ec)) {
-                const std::string name = e.path().filename().string();
-                if (std::find(exclude.begin(), exclude.end(), name) != exclude.end()) it.disable_recursion_pending();
-                continue;
-            }
-            if (!e.is_regular_file(ec) || !is_image_file(e.path())) continue;
-            fs::path canon = fs::weakly_canonical(e.path(), ec);
-            if (!seen.insert(ec ? e.path() : canon).second) continue;
-            out.push_back(e.path());
-        }
-    }
-    std::sort(out.begin(), out.end());
-    return out;
-}
 
 Dataset build_dataset(const Options& o, const Budget& budget) {
     Dataset d;
@@ -243,80 +117,17 @@ Dataset build_dataset(const Options& o, const Budget& budget) {
     std::sort(files.begin(), files.end());
     for (const auto& f : files) d.gallery.push_back({unique_id(f.stem().string(), taken), f, read_metadata(f)});
 
-    // The query list: positives cycle through the gallery in a seeded order (every item once per
-    // cycle), negatives through the pool; then the two are interleaved in a seeded order.
-    cv::RNG rng(synth::mix_seed(o.seed));
-    std::vector<Job> jobs;
-    std::vector<std::size_t> perm;
-    for (std::size_t i = 0; i < positives; ++i) {
-        if (i % d.gallery.size() == 0) {
-            perm.resize(d.gallery.size());
-            for (std::size_t k = 0; k < perm.size(); ++k) perm[k] = k;
-            shuffle(perm, rng);
-        }
-        jobs.push_back({false, perm[i % perm.size()], synth::mix_seed(o.seed ^ synth::mix_seed(2 * i + 1))});
-    }
-    std::vector<std::size_t> nperm;
-    for (std::size_t j = 0; j < negatives && !pool.empty(); ++j) {
-        if (j % pool.size() == 0) {
-            nperm.resize(pool.size());
-            for (std::size_t k = 0; k < nperm.size(); ++k) nperm[k] = k;
-            shuffle(nperm, rng);
-        }
-        jobs.push_back({true, nperm[j % nperm.size()], synth::mix_seed(o.seed ^ synth::mix_seed(2 * j + 2))});
-    }
-    shuffle(jobs, rng);
-
+    // The query list (bench/common): positives cycle through the gallery in a seeded order, negatives
+    // through the pool, interleaved in a seeded order; then rendered as synthetic phone photos.
+    std::vector<QueryItem> items;
+    for (const auto& g : d.gallery) items.push_back({g.id, g.file});
+    std::vector<QueryJob> jobs = plan_queries(o.seed, positives, items, negatives, pool);
     synth::Ranges ranges = o.ranges;
     ranges.photo_size = photo;
-    // A procedural background costs several times a render, so the queries share a seeded pool of
-    // them (at most ~256 MB worth), each query drawing one by its own seed.
-    const std::size_t bg_bytes = static_cast<std::size_t>(photo.area()) * 3;
-    const std::size_t max_bgs =
-        o.backgrounds ? o.backgrounds : std::clamp<std::size_t>((256u << 20) / bg_bytes, 4, 32);
-    std::vector<cv::Mat> backgrounds(std::min(max_bgs, std::max<std::size_t>(jobs.size(), 1)));
-    d.backgrounds = backgrounds.size();
-    std::vector<std::optional<QueryCase>> made(jobs.size());
-    std::atomic<std::size_t> failed{0};
-    Progress bar("generating queries", backgrounds.size() + jobs.size());
-    parallel_for(backgrounds.size(), budget, [&](std::size_t i) {
-        backgrounds[i] = synth::clutter_background(photo, synth::mix_seed(o.seed ^ (0xb4c6ull << 32) ^ i));
-        bar.tick();
-    });
-    if (budget.expired()) return d;
-    parallel_for(jobs.size(), budget, [&](std::size_t i) {
-        const Job& job = jobs[i];
-        const fs::path& file = job.negative ? pool[job.index] : d.gallery[job.index].file;
-        try {
-            cv::Mat item = load_item(file, photo);
-            auto [warp, degrade] = synth::random_params(ranges, job.seed, item.size());
-            const cv::Mat& background = backgrounds[synth::mix_seed(job.seed ^ 0xb4c6) % backgrounds.size()];
-            synth::Photo ph = synth::render(item, background, warp, degrade);
-            QueryCase q;
-            q.truth = job.negative ? std::string() : d.gallery[job.index].id;
-            q.image.assign(ph.jpeg.begin(), ph.jpeg.end());
-            q.source = file;
-            bool cut = false;
-            for (const auto& c : ph.corners)
-                cut = cut || c.x < 0 || c.y < 0 || c.x > static_cast<float>(photo.width) ||
-                      c.y > static_cast<float>(photo.height);
-            q.synth = SynthInfo{warp, degrade, cut};
-            made[i] = std::move(q);
-        } catch (const std::exception& e) {
-            ++failed;
-            note("cannot make a query from " + file.string() + ": " + e.what());
-        }
-        bar.tick();
-    });
-    std::size_t n = 0;
-    for (auto& q : made) {
-        if (!q) continue;
-        char name[32];
-        std::snprintf(name, sizeof name, "query-%04zu.jpg", ++n);
-        q->name = name;
-        d.queries.push_back(std::move(*q));
-    }
-    if (failed) note(std::to_string(failed.load()) + " queries could not be generated (unreadable images)");
+    SynthQueries made = synthesize_queries(jobs, ranges, o.seed, o.backgrounds, [&] { return budget.expired(); });
+    d.backgrounds = made.backgrounds;
+    d.queries = std::move(made.queries);
+    if (made.failed) note(std::to_string(made.failed) + " queries could not be generated (unreadable images)");
     return d;
 }
 

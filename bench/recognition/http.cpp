@@ -23,8 +23,6 @@ namespace sightline::bench {
 
 namespace {
 
-constexpr std::uint64_t kMaxImageBytes = 64ull << 20;
-
 int free_port() {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) throw std::runtime_error("socket() failed");

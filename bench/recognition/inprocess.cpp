@@ -13,8 +13,6 @@ namespace sightline::bench {
 
 namespace {
 
-constexpr std::uint64_t kMaxImageBytes = 64ull << 20;
-
 class InProcessDriver final : public Driver {
 public:
     explicit InProcessDriver(const Options& o) : options_(o), plugins_(plugin_dirs(o)) {
@@ -109,22 +107,7 @@ public:
         return out;
     }
 
-    nlohmann::json config_summary() override {
-        nlohmann::json s = summarize_config(config_, plugins_);
-        const auto& p = host_->pipeline();
-        const auto& st = p.settings();
-        s["pipeline"] = p.name();
-        s["signature"] = p.signature();
-        s["working_size"] = st.working_size;
-        s["gallery_size"] = st.gallery_size;
-        s["max_matches"] = st.max_matches;
-        s["verify"]["candidates"] = st.verify.candidates;
-        s["verify"]["min_inliers"] = st.verify.min_inliers;
-        s["verify"]["min_inlier_ratio"] = st.verify.min_inlier_ratio;
-        s["verify"]["reprojection_error"] = st.verify.reprojection_error;
-        s["workers"] = host_->limits().workers;
-        return s;
-    }
+    nlohmann::json config_summary() override { return summarize_pipeline(config_, plugins_, *host_); }
 
     std::optional<std::uint64_t> peak_rss_bytes() override { return vm_hwm_bytes(0); }
     std::string peak_rss_of() const override { return "bench process (in-process host)"; }

@@ -214,6 +214,7 @@ int main(int argc, char** argv) {
     app.add_flag("--keep-temp", o.keep_temp, "keep the temporary gallery storage (and server log)");
     app.add_flag("--pretty", o.pretty, "indent the JSON");
     CLI11_PARSE(app, argc, argv);
+    log_to_stderr("sightline-bench-recognition");
 
     try {
         o.exclude_dirs.erase(std::remove(o.exclude_dirs.begin(), o.exclude_dirs.end(), std::string()),

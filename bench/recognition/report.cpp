@@ -7,72 +7,6 @@
 
 namespace sightline::bench {
 
-namespace {
-
-enum class Kind { skipped, correct, wrong_id, missed, error, true_negative, false_positive };
-
-const char* kind_name(Kind k) {
-    switch (k) {
-        case Kind::skipped: return "skipped";
-        case Kind::correct: return "correct";
-        case Kind::wrong_id: return "wrong_id";
-        case Kind::missed: return "missed";
-        case Kind::error: return "error";
-        case Kind::true_negative: return "true_negative";
-        case Kind::false_positive: return "false_positive";
-    }
-    return "?";
-}
-
-Kind classify(const QueryCase& q, const Outcome& o) {
-    if (!o.done) return Kind::skipped;
-    if (!o.error.empty()) return Kind::error;
-    if (q.negative()) return o.matches.empty() ? Kind::true_negative : Kind::false_positive;
-    if (o.matches.empty()) return Kind::missed;
-    return o.matches.front().id == q.truth ? Kind::correct : Kind::wrong_id;
-}
-
-double round_to(double v, int digits) {
-    double f = std::pow(10.0, digits);
-    return std::round(v * f) / f;
-}
-
-// Linear interpolation between closest ranks (numpy's default, "type 7").
-double percentile(std::vector<double>& sorted, double p) {
-    if (sorted.empty()) return 0;
-    double pos = p / 100.0 * static_cast<double>(sorted.size() - 1);
-    auto lo = static_cast<std::size_t>(std::floor(pos));
-    auto hi = std::min(lo + 1, sorted.size() - 1);
-    return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - static_cast<double>(lo));
-}
-
-nlohmann::json latency(std::vector<double> v) {
-    if (v.empty()) return nullptr;
-    std::sort(v.begin(), v.end());
-    double sum = 0;
-    for (double x : v) sum += x;
-    return {{"p50", round_to(percentile(v, 50), 3)},
-            {"p95", round_to(percentile(v, 95), 3)},
-            {"p99", round_to(percentile(v, 99), 3)},
-            {"mean", round_to(sum / static_cast<double>(v.size()), 3)},
-            {"max", round_to(v.back(), 3)},
-            {"n", v.size()}};
-}
-
-double ratio(std::size_t a, std::size_t b) { return b ? round_to(static_cast<double>(a) / static_cast<double>(b), 4) : 0.0; }
-
-std::string csv(const std::string& s) {
-    if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
-    std::string out = "\"";
-    for (char c : s) {
-        if (c == '"') out += '"';
-        out += c;
-    }
-    return out + "\"";
-}
-
-}  // namespace
-
 nlohmann::json make_report(const Options& o, const Dataset& d, Driver& driver, const IngestStats& ingest,
                            const RunResult& run, double total_seconds, bool truncated) {
     std::map<Kind, std::size_t> count;
@@ -118,17 +52,8 @@ nlohmann::json make_report(const Options& o, const Dataset& d, Driver& driver, c
     qs["generated"] = d.queries.size();
     qs["not_sent"] = count[Kind::skipped];
     if (d.source == "synthetic") {
-        const auto& rg = o.ranges;
         qs["photo_size"] = {o.photo_width, o.photo_height};
-        qs["ranges"] = {{"scale", {rg.scale_min, rg.scale_max}},
-                        {"rotation_deg", rg.rotation_max_deg},
-                        {"tilt", rg.tilt_max},
-                        {"blur_sigma_max", rg.blur_max},
-                        {"noise_sigma_max", rg.noise_max},
-                        {"brightness_max", rg.brightness_max},
-                        {"contrast", {rg.contrast_min, rg.contrast_max}},
-                        {"jpeg_quality", {rg.jpeg_min, rg.jpeg_max}},
-                        {"cutoff_probability", rg.cutoff_probability}};
+        qs["ranges"] = ranges_json(o.ranges);
         std::size_t cut = 0;
         for (const auto& q : d.queries) cut += (q.synth && q.synth->cut_off) ? 1 : 0;
         qs["cut_off"] = cut;

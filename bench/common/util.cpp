@@ -1,17 +1,22 @@
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <random>
 
-#include "bench.hpp"
+#include "bench_common.hpp"
 
 namespace sightline::bench {
 
 void note(const std::string& line) { std::cerr << "bench: " << line << "\n" << std::flush; }
+
+void log_to_stderr(const std::string& name) { spdlog::set_default_logger(spdlog::stderr_color_mt(name)); }
 
 static std::string lower_ext(const fs::path& p) {
     std::string ext = p.extension().string();
@@ -27,13 +32,14 @@ std::string content_type_for(const fs::path& p) {
     return "image/jpeg";
 }
 
-std::optional<std::uint64_t> vm_hwm_bytes(long pid) {
+std::optional<std::uint64_t> proc_status_bytes(const char* field, long pid) {
     std::ifstream in(pid ? "/proc/" + std::to_string(pid) + "/status" : std::string("/proc/self/status"));
+    const std::size_t n = std::strlen(field);
     std::string line;
     while (std::getline(in, line)) {
-        if (line.rfind("VmHWM:", 0) != 0) continue;
+        if (line.compare(0, n, field) != 0 || line.size() <= n || line[n] != ':') continue;
         std::uint64_t kb = 0;
-        if (std::sscanf(line.c_str() + 6, "%lu", &kb) == 1) return kb * 1024;
+        if (std::sscanf(line.c_str() + n + 1, "%lu", &kb) == 1) return kb * 1024;
     }
     return std::nullopt;
 }

@@ -1,8 +1,9 @@
 #include <charconv>
 #include <cstring>
 
-#include "bench.hpp"
+#include "bench_common.hpp"
 #include "embedded_config.hpp"
+#include "sightline/host/host.hpp"
 #include "sightline/host/pipeline.hpp"
 #include "sightline/host/plugin_registry.hpp"
 
@@ -50,7 +51,7 @@ nlohmann::json yaml_to_json(const YAML::Node& n) {
     return o;
 }
 
-std::vector<fs::path> plugin_dirs(const Options& o) {
+std::vector<fs::path> plugin_dirs(const ConfigOptions& o) {
     std::vector<fs::path> out;
     for (const auto& d : o.plugin_dirs) out.push_back(fs::absolute(d));
     if (out.empty()) out.push_back((exe_dir().parent_path() / "plugins").lexically_normal());
@@ -78,7 +79,7 @@ std::string gallery_storage_name(const host::LoadedConfig& c) {
     return "gallery";
 }
 
-host::LoadedConfig load_bench_config(const Options& o) {
+host::LoadedConfig load_bench_config(const ConfigOptions& o) {
     host::LoadedConfig c;
     if (!o.config_file.empty())
         c = host::load_config_file(o.config_file);
@@ -138,6 +139,23 @@ nlohmann::json summarize_config(const host::LoadedConfig& c, const std::vector<f
     s["search_features"] = num("search_features", static_cast<int>(d.search_features));
     if (p["clahe"]) s["clahe"] = scalar_to_json(p["clahe"].Scalar());
     s["limits"] = yaml_to_json(c.root["limits"]);
+    return s;
+}
+
+nlohmann::json summarize_pipeline(const host::LoadedConfig& c, const std::vector<fs::path>& plugins, host::Host& h) {
+    nlohmann::json s = summarize_config(c, plugins);
+    const auto& p = h.pipeline();
+    const auto& st = p.settings();
+    s["pipeline"] = p.name();
+    s["signature"] = p.signature();
+    s["working_size"] = st.working_size;
+    s["gallery_size"] = st.gallery_size;
+    s["max_matches"] = st.max_matches;
+    s["verify"]["candidates"] = st.verify.candidates;
+    s["verify"]["min_inliers"] = st.verify.min_inliers;
+    s["verify"]["min_inlier_ratio"] = st.verify.min_inlier_ratio;
+    s["verify"]["reprojection_error"] = st.verify.reprojection_error;
+    s["workers"] = h.limits().workers;
     return s;
 }
 

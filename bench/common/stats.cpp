@@ -1,0 +1,82 @@
+// Answer classes, latency statistics and small formatting helpers for the benchmarks' reports.
+#include <algorithm>
+#include <cmath>
+
+#include "bench_common.hpp"
+
+namespace sightline::bench {
+
+const char* kind_name(Kind k) {
+    switch (k) {
+        case Kind::skipped: return "skipped";
+        case Kind::correct: return "correct";
+        case Kind::wrong_id: return "wrong_id";
+        case Kind::missed: return "missed";
+        case Kind::error: return "error";
+        case Kind::true_negative: return "true_negative";
+        case Kind::false_positive: return "false_positive";
+    }
+    return "?";
+}
+
+Kind classify(const QueryCase& q, const Outcome& o) {
+    if (!o.done) return Kind::skipped;
+    if (!o.error.empty()) return Kind::error;
+    if (q.negative()) return o.matches.empty() ? Kind::true_negative : Kind::false_positive;
+    if (o.matches.empty()) return Kind::missed;
+    return o.matches.front().id == q.truth ? Kind::correct : Kind::wrong_id;
+}
+
+double round_to(double v, int digits) {
+    double f = std::pow(10.0, digits);
+    return std::round(v * f) / f;
+}
+
+double percentile(const std::vector<double>& sorted, double p) {
+    if (sorted.empty()) return 0;
+    double pos = p / 100.0 * static_cast<double>(sorted.size() - 1);
+    auto lo = static_cast<std::size_t>(std::floor(pos));
+    auto hi = std::min(lo + 1, sorted.size() - 1);
+    return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - static_cast<double>(lo));
+}
+
+nlohmann::json latency(std::vector<double> v) {
+    if (v.empty()) return nullptr;
+    std::sort(v.begin(), v.end());
+    double sum = 0;
+    for (double x : v) sum += x;
+    return {{"p50", round_to(percentile(v, 50), 3)},
+            {"p95", round_to(percentile(v, 95), 3)},
+            {"p99", round_to(percentile(v, 99), 3)},
+            {"mean", round_to(sum / static_cast<double>(v.size()), 3)},
+            {"max", round_to(v.back(), 3)},
+            {"n", v.size()}};
+}
+
+double ratio(std::size_t a, std::size_t b) {
+    return b ? round_to(static_cast<double>(a) / static_cast<double>(b), 4) : 0.0;
+}
+
+std::string csv(const std::string& s) {
+    if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+    std::string out = "\"";
+    for (char c : s) {
+        if (c == '"') out += '"';
+        out += c;
+    }
+    return out + "\"";
+}
+
+nlohmann::json ranges_json(const synth::Ranges& rg) {
+    return {{"scale", {rg.scale_min, rg.scale_max}},
+            {"rotation_deg", rg.rotation_max_deg},
+            {"tilt", rg.tilt_max},
+            {"blur_sigma_max", rg.blur_max},
+            {"noise_sigma_max", rg.noise_max},
+            {"brightness_max", rg.brightness_max},
+            {"contrast", {rg.contrast_min, rg.contrast_max}},
+            {"jpeg_quality", {rg.jpeg_min, rg.jpeg_max}},
+            {"cutoff_probability", rg.cutoff_probability}};
+}
+
+}  // namespace sightline::bench
