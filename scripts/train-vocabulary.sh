@@ -34,4 +34,4 @@ for f in /usr/share/backgrounds/*.{jpg,png} /usr/share/backgrounds/mate/*/*.{jpg
 done
 echo "==> $n training images"
 exec "${BUILD_DIR:-build}/bin/sightline" --config config/scale-vocab.yaml vocab train --from "$dir" \
-  --out orb-default.voc --branching 16 --depth 4 --crops 6 --max-samples 600000 "$@"
+  --out "${VOCAB_OUT:-orb-default.voc}" --branching 16 --depth "${VOCAB_DEPTH:-4}" --crops 6 --max-samples 600000 "$@"

@@ -64,7 +64,7 @@ public:
     static constexpr const char* description =
         "inverted file over a trained visual vocabulary: tf-idf, Hamming embedding, word correspondences";
     static sightline::ConfigSchema config_schema() {
-        static const std::array<ConfigKey, 7> keys{{
+        static const std::array<ConfigKey, 8> keys{{
             {.name = "vocabulary", .type = ConfigType::string, .required = true,
              .description = "key of the vocabulary file (made by `sightline vocab train`) in `storage`"},
             {.name = "storage", .type = ConfigType::string, .default_value = "vocab",
@@ -77,8 +77,10 @@ public:
              .description = "skip a query word whose list has more postings than this (0: no limit); stop words cost time and say little"},
             {.name = "compact_share", .type = ConfigType::number, .default_value = "0.25", .min = 0.01, .max = 1,
              .description = "postings of removed items are purged once they are this share of all postings"},
-            {.name = "max_correspondences", .type = ConfigType::integer, .default_value = "2000", .min = 4, .max = 1e6,
+            {.name = "max_correspondences", .type = ConfigType::integer, .default_value = "500", .min = 4, .max = 1e6,
              .description = "word correspondences passed to verification per candidate, closest first"},
+            {.name = "query_words", .type = ConfigType::integer, .default_value = "1", .min = 1, .max = 16,
+             .description = "words looked up per query feature: its own and the nearest neighbouring leaves (multiple assignment)"},
         }};
         return keys;
     }
@@ -89,7 +91,8 @@ public:
           max_features_(static_cast<std::size_t>(ctx.config().get_int("max_features"))),
           max_list_(static_cast<std::size_t>(ctx.config().get_int("max_matches_per_feature"))),
           compact_share_(ctx.config().get_double("compact_share")),
-          max_corr_(static_cast<std::size_t>(ctx.config().get_int("max_correspondences"))) {
+          max_corr_(static_cast<std::size_t>(ctx.config().get_int("max_correspondences"))),
+          query_words_(static_cast<int>(ctx.config().get_int("query_words"))) {
         const std::string key = ctx.config().get_string("vocabulary");
         const std::string storage_name = ctx.config().get_string("storage");
         auto storage = ctx.storage(storage_name);
@@ -200,20 +203,21 @@ public:
         }
         if (n_items == 0) return {};
 
+        // Each query feature in its word and the nearest neighbouring words (multiple assignment).
+        std::vector<std::uint32_t> words;
+        std::unordered_map<std::uint32_t, std::uint32_t> tf;
         struct QF {
             std::uint32_t word, sig;
-            int row;
         };
-        std::vector<QF> qf(static_cast<std::size_t>(q.rows));
-        std::unordered_map<std::uint32_t, std::uint32_t> tf;
+        std::vector<std::vector<QF>> per_row(static_cast<std::size_t>(q.rows));
         for (int r = 0; r < q.rows; ++r) {
-            const std::uint32_t w = vocab_.quantize_row(q.ptr(r));
-            qf[static_cast<std::size_t>(r)] = {w, vocab_.embed(q.ptr(r), w), r};
-            ++tf[w];
+            words.clear();
+            vocab_.quantize_near(q.ptr(r), query_words_, words);
+            ++tf[words.front()];
+            for (auto w : words) per_row[static_cast<std::size_t>(r)].push_back({w, vocab_.embed(q.ptr(r), w)});
         }
         double qnorm2 = 0;
         for (const auto& [w, n] : tf) qnorm2 += static_cast<double>(n) * n * idf2_[w];
-        std::sort(qf.begin(), qf.end(), [](const QF& a, const QF& b) { return a.word < b.word; });
 
         struct Hit {
             std::uint32_t item;
@@ -222,38 +226,46 @@ public:
             std::uint8_t h;
         };
         std::vector<float> score(n_items, 0.0f);
+        // Per item, the query feature that last scored for it and with what weight: a feature
+        // counts once per item, with its best match over all its words.
+        std::vector<int> stamp(n_items, -1);
+        std::vector<float> best_weight(n_items, 0.0f);
         std::vector<Hit> hits;
         hits.reserve(4096);
         const double inv_t2 = threshold_ > 0 ? 1.0 / (static_cast<double>(threshold_) * threshold_) : 1.0;
-        for (std::size_t a = 0; a < qf.size();) {
-            std::size_t b = a;
-            while (b < qf.size() && qf[b].word == qf[a].word) ++b;
-            const std::uint32_t w = qf[a].word;
-            std::shared_lock lock(stripes_[w % kStripes]);
-            const auto& list = lists_[w];
-            if (!list.empty() && (max_list_ == 0 || list.size() <= max_list_)) {
-                for (std::size_t f = a; f < b; ++f) {
-                    // The list is in item order, so one item's postings are adjacent: keep the
-                    // closest per item for this query feature.
-                    std::size_t i = 0;
-                    while (i < list.size()) {
-                        const std::uint32_t item = list[i].item;
-                        int best_h = 99;
-                        std::size_t best = i;
-                        for (; i < list.size() && list[i].item == item; ++i) {
-                            const int h = __builtin_popcount(list[i].sig ^ qf[f].sig);
-                            if (h < best_h) {
-                                best_h = h;
-                                best = i;
-                            }
+        for (int r = 0; r < q.rows; ++r) {
+            for (const QF& f : per_row[static_cast<std::size_t>(r)]) {
+                const std::uint32_t w = f.word;
+                std::shared_lock lock(stripes_[w % kStripes]);
+                const auto& list = lists_[w];
+                if (list.empty() || (max_list_ > 0 && list.size() > max_list_)) continue;
+                // The list is in item order, so one item's postings are adjacent: keep the
+                // closest per item for this query feature.
+                std::size_t i = 0;
+                while (i < list.size()) {
+                    const std::uint32_t item = list[i].item;
+                    int best_h = 99;
+                    std::size_t best = i;
+                    for (; i < list.size() && list[i].item == item; ++i) {
+                        const int h = __builtin_popcount(list[i].sig ^ f.sig);
+                        if (h < best_h) {
+                            best_h = h;
+                            best = i;
                         }
-                        if (best_h > threshold_ || item >= n_items) continue;
-                        score[item] += static_cast<float>(idf2_[w] * std::exp(-best_h * best_h * inv_t2));
-                        hits.push_back({item, qf[f].row, list[best].x4, list[best].y4, static_cast<std::uint8_t>(best_h)});
                     }
+                    if (best_h > threshold_ || item >= n_items) continue;
+                    const float weight = static_cast<float>(idf2_[w] * std::exp(-best_h * best_h * inv_t2));
+                    if (stamp[item] != r) {
+                        stamp[item] = r;
+                        best_weight[item] = weight;
+                        score[item] += weight;
+                    } else if (weight > best_weight[item]) {
+                        score[item] += weight - best_weight[item];
+                        best_weight[item] = weight;
+                    }
+                    hits.push_back({item, r, list[best].x4, list[best].y4, static_cast<std::uint8_t>(best_h)});
                 }
             }
-            a = b;
         }
 
         // Rank, dropping removed items; the item lock only for this step.
@@ -297,11 +309,15 @@ public:
         for (std::size_t i = 0; i < out.size(); ++i) {
             auto& v = per[i];
             std::stable_sort(v.begin(), v.end(), [](const Hit* a, const Hit* b) { return a->h < b->h; });
-            std::unordered_map<std::uint32_t, bool> used;
+            // One-to-one, closest signatures first: a query feature met through several words,
+            // or several query features on one gallery keypoint, would fake inliers.
+            std::unordered_map<std::uint32_t, bool> used, used_row;
             for (const Hit* h : v) {
                 if (out[i].correspondences.size() >= max_corr_) break;
                 const std::uint32_t key = (static_cast<std::uint32_t>(h->x4) << 16) | h->y4;
-                if (!used.emplace(key, true).second) continue;
+                if (used.count(key) || used_row.count(static_cast<std::uint32_t>(h->row))) continue;
+                used.emplace(key, true);
+                used_row.emplace(static_cast<std::uint32_t>(h->row), true);
                 out[i].correspondences.push_back({query.keypoints[static_cast<std::size_t>(h->row)].pt,
                                                   cv::Point2f(h->x4 / 4.0f, h->y4 / 4.0f), static_cast<float>(h->h)});
             }
@@ -435,6 +451,7 @@ private:
     std::size_t max_list_;
     double compact_share_;
     std::size_t max_corr_;
+    int query_words_;
     sightline::Vocabulary vocab_;
     std::uint64_t vocab_id_ = 0;
     std::vector<float> idf2_;

@@ -97,9 +97,11 @@ public:
         std::vector<int> all(static_cast<std::size_t>(samples.rows));
         std::iota(all.begin(), all.end(), 0);
         v.nodes_.push_back(Node{});
-        v.centers_.push_back(cv::Mat::zeros(1, v.cols_, v.type_));
+        v.building_.push_back(cv::Mat::zeros(1, v.cols_, v.type_));
         std::size_t placed = 0;
         v.split(0, samples, all, 0, params, rng, placed, static_cast<std::size_t>(samples.rows), progress);
+        cv::vconcat(v.building_, v.centers_);
+        v.building_.clear();
 
         // idf_w = log(1 + N / (n_w + 0.5)), n_w = training images containing word w: the rarer the
         // larger, never zero (a word found in every training image still says something about a
@@ -135,6 +137,28 @@ public:
         while (nodes_[n].children > 0) n = nearest_child(n, row);
         return static_cast<std::uint32_t>(nodes_[n].word);
     }
+    // The word of a row and up to n-1 more: the leaves next to it under the same parent, nearest
+    // first. A descriptor near a cell boundary then still meets its match on the other side
+    // (multiple assignment, done on the query side only). Appends to out.
+    void quantize_near(const std::uint8_t* row, int n, std::vector<std::uint32_t>& out) const {
+        std::uint32_t node = 0, parent = 0;
+        while (nodes_[node].children > 0) {
+            parent = node;
+            node = nearest_child(node, row);
+        }
+        out.push_back(static_cast<std::uint32_t>(nodes_[node].word));
+        if (n <= 1 || node == 0) return;
+        const Node& p = nodes_[parent];
+        std::vector<std::pair<double, std::uint32_t>> near;
+        for (int c = 0; c < p.children; ++c) {
+            const auto i = static_cast<std::uint32_t>(p.first_child + c);
+            if (i == node || nodes_[i].children > 0) continue;
+            near.push_back({distance(row, centers_.ptr(static_cast<int>(i))), i});
+        }
+        const std::size_t extra = std::min(near.size(), static_cast<std::size_t>(n - 1));
+        std::partial_sort(near.begin(), near.begin() + static_cast<std::ptrdiff_t>(extra), near.end());
+        for (std::size_t k = 0; k < extra; ++k) out.push_back(static_cast<std::uint32_t>(nodes_[near[k].second].word));
+    }
     // One word per row. Throws Error(invalid_argument) when type or width differ from training.
     std::vector<std::uint32_t> quantize(const cv::Mat& descriptors) const {
         check_compatible(descriptors);
@@ -156,7 +180,7 @@ public:
             return s;
         }
         const float* x = reinterpret_cast<const float*>(row);
-        const float* c = centers_[static_cast<std::size_t>(leaf_node_[word])].ptr<float>(0);
+        const float* c = centers_.ptr<float>(leaf_node_[word]);
         std::uint32_t s = 0;
         for (int b = 0; b < 32; ++b) {
             const float* p = projection_.ptr<float>(b);
@@ -190,7 +214,7 @@ public:
             w.pod<std::int32_t>(nodes_[i].first_child);
             w.pod<std::int32_t>(nodes_[i].children);
             w.pod<std::int32_t>(nodes_[i].word);
-            w.bytes(centers_[i].data, centers_[i].total() * centers_[i].elemSize());
+            w.bytes(centers_.ptr(static_cast<int>(i)), centers_.cols * centers_.elemSize());
         }
         w.bytes(idf_.data(), idf_.size() * sizeof(float));
         w.mat(projection_);
@@ -234,15 +258,14 @@ public:
             v.words_ == 0 || v.words_ > n)
             r.fail("implausible vocabulary header");
         v.nodes_.resize(n);
-        v.centers_.resize(n);
+        v.centers_.create(static_cast<int>(n), v.cols_, v.type_);
         v.leaf_node_.assign(v.words_, -1);
         for (std::uint32_t i = 0; i < n; ++i) {
             Node& node = v.nodes_[i];
             node.first_child = r.pod<std::int32_t>();
             node.children = r.pod<std::int32_t>();
             node.word = r.pod<std::int32_t>();
-            v.centers_[i].create(1, v.cols_, v.type_);
-            r.read(v.centers_[i].data, v.centers_[i].total() * v.centers_[i].elemSize());
+            r.read(v.centers_.ptr(static_cast<int>(i)), v.centers_.cols * v.centers_.elemSize());
             const bool leaf = node.children == 0;
             if (leaf ? (node.word < 0 || static_cast<std::uint32_t>(node.word) >= v.words_)
                      : (node.first_child <= static_cast<std::int32_t>(i) || node.children < 0 ||
@@ -280,7 +303,14 @@ private:
     double distance(const std::uint8_t* a, const std::uint8_t* b) const {
         if (type_ == CV_8U) {
             int d = 0;
-            for (int i = 0; i + 4 <= cols_; i += 4) {
+            int i = 0;
+            for (; i + 8 <= cols_; i += 8) {
+                std::uint64_t x, y;
+                std::memcpy(&x, a + i, 8);
+                std::memcpy(&y, b + i, 8);
+                d += __builtin_popcountll(x ^ y);
+            }
+            for (; i + 4 <= cols_; i += 4) {
                 std::uint32_t x, y;
                 std::memcpy(&x, a + i, 4);
                 std::memcpy(&y, b + i, 4);
@@ -304,7 +334,7 @@ private:
         double bd = std::numeric_limits<double>::max();
         for (int c = 0; c < node.children; ++c) {
             const auto i = static_cast<std::uint32_t>(node.first_child + c);
-            const double d = distance(row, centers_[i].data);
+            const double d = distance(row, centers_.ptr(static_cast<int>(i)));
             if (d < bd) {
                 bd = d;
                 best = i;
@@ -394,7 +424,7 @@ private:
         nodes_[n].children = static_cast<std::int32_t>(groups.size());
         for (std::size_t c = 0; c < groups.size(); ++c) {
             nodes_.push_back(Node{});
-            centers_.push_back(final_centers[c]);
+            building_.push_back(final_centers[c]);
         }
         for (std::size_t c = 0; c < groups.size(); ++c)
             split(first + static_cast<std::uint32_t>(c), samples, groups[c], level + 1, params, rng, placed, total,
@@ -446,7 +476,8 @@ private:
     int depth_ = 0;
     std::uint32_t words_ = 0;
     std::vector<Node> nodes_;
-    std::vector<cv::Mat> centers_;  // one row per node
+    cv::Mat centers_;                // one row per node
+    std::vector<cv::Mat> building_;  // the same while training
     std::vector<int> leaf_node_;    // word -> node
     std::vector<float> idf_;
     cv::Mat projection_;  // 32 x cols, float vocabularies' embedding
