@@ -185,6 +185,15 @@ enum class Kind { skipped, correct, wrong_id, missed, error, true_negative, fals
 const char* kind_name(Kind k);
 Kind classify(const QueryCase& q, const Outcome& o);
 
+// What a set of answers adds up to: answers per kind, and the latencies of those that came back.
+struct Tally {
+    std::map<Kind, std::size_t> count;
+    std::size_t positives = 0, negatives = 0, found_any = 0, sent = 0;  // found_any: truth anywhere in the list
+    std::map<std::string, std::vector<double>> stages;  // per pipeline stage, ms
+    std::vector<double> e2e, search_verify;             // ms
+};
+Tally tally(const std::vector<QueryCase>& queries, const std::vector<Outcome>& outcomes);
+
 // ---- statistics (stats.cpp)
 
 double round_to(double v, int digits);

@@ -19,6 +19,27 @@ const char* kind_name(Kind k) {
     return "?";
 }
 
+Tally tally(const std::vector<QueryCase>& queries, const std::vector<Outcome>& outcomes) {
+    Tally t;
+    for (std::size_t i = 0; i < queries.size() && i < outcomes.size(); ++i) {
+        const auto& q = queries[i];
+        const auto& o = outcomes[i];
+        Kind k = classify(q, o);
+        ++t.count[k];
+        if (k == Kind::skipped) continue;
+        ++t.sent;
+        (q.negative() ? t.negatives : t.positives)++;
+        if (!q.negative())
+            for (const auto& m : o.matches) t.found_any += m.id == q.truth ? 1 : 0;
+        if (k == Kind::error) continue;
+        t.e2e.push_back(o.end_to_end_ms);
+        for (const auto& [stage, ms] : o.timings_ms) t.stages[stage].push_back(ms);
+        auto s = o.timings_ms.find("search"), v = o.timings_ms.find("verify");
+        t.search_verify.push_back((s != o.timings_ms.end() ? s->second : 0) + (v != o.timings_ms.end() ? v->second : 0));
+    }
+    return t;
+}
+
 Kind classify(const QueryCase& q, const Outcome& o) {
     if (!o.done) return Kind::skipped;
     if (!o.error.empty()) return Kind::error;

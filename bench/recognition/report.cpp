@@ -9,23 +9,11 @@ namespace sightline::bench {
 
 nlohmann::json make_report(const Options& o, const Dataset& d, Driver& driver, const IngestStats& ingest,
                            const RunResult& run, double total_seconds, bool truncated) {
-    std::map<Kind, std::size_t> count;
-    std::size_t positives = 0, negatives = 0, found_any = 0;
-    std::map<std::string, std::vector<double>> stages;
-    std::vector<double> e2e;
-    for (std::size_t i = 0; i < d.queries.size(); ++i) {
-        const auto& q = d.queries[i];
-        const auto& out = run.outcomes[i];
-        Kind k = classify(q, out);
-        ++count[k];
-        if (k == Kind::skipped) continue;
-        (q.negative() ? negatives : positives)++;
-        if (!q.negative())
-            for (const auto& m : out.matches) found_any += m.id == q.truth ? 1 : 0;
-        if (k == Kind::error) continue;
-        e2e.push_back(out.end_to_end_ms);
-        for (const auto& [stage, ms] : out.timings_ms) stages[stage].push_back(ms);
-    }
+    Tally t = tally(d.queries, run.outcomes);
+    auto& count = t.count;
+    const std::size_t positives = t.positives, negatives = t.negatives, found_any = t.found_any;
+    auto& stages = t.stages;
+    auto& e2e = t.e2e;
 
     nlohmann::json r;
     r["bench"] = "recognition";

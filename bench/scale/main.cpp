@@ -78,26 +78,12 @@ std::vector<Outcome> run_queries(const host::Pipeline& p, const std::vector<Quer
 
 // Accuracy and latency of one size's answers, in sightline-bench-recognition's field names.
 nlohmann::json score(const std::vector<QueryCase>& queries, const std::vector<Outcome>& outcomes, double seconds) {
-    std::map<Kind, std::size_t> count;
-    std::size_t positives = 0, negatives = 0, found_any = 0, sent = 0;
-    std::map<std::string, std::vector<double>> stages;
-    std::vector<double> e2e, search_verify;
-    for (std::size_t i = 0; i < queries.size(); ++i) {
-        const auto& q = queries[i];
-        const auto& o = outcomes[i];
-        Kind k = classify(q, o);
-        ++count[k];
-        if (k == Kind::skipped) continue;
-        ++sent;
-        (q.negative() ? negatives : positives)++;
-        if (!q.negative())
-            for (const auto& m : o.matches) found_any += m.id == q.truth ? 1 : 0;
-        if (k == Kind::error) continue;
-        e2e.push_back(o.end_to_end_ms);
-        for (const auto& [stage, ms] : o.timings_ms) stages[stage].push_back(ms);
-        auto s = o.timings_ms.find("search"), v = o.timings_ms.find("verify");
-        search_verify.push_back((s != o.timings_ms.end() ? s->second : 0) + (v != o.timings_ms.end() ? v->second : 0));
-    }
+    Tally t = tally(queries, outcomes);
+    auto& count = t.count;
+    const std::size_t positives = t.positives, negatives = t.negatives, found_any = t.found_any, sent = t.sent;
+    auto& stages = t.stages;
+    auto& e2e = t.e2e;
+    auto& search_verify = t.search_verify;
     nlohmann::json r;
     r["recall_at_1"] = ratio(count[Kind::correct], positives);
     r["wrong_id_rate"] = ratio(count[Kind::wrong_id], positives);
@@ -282,6 +268,17 @@ nlohmann::json sources_json(const Plan& plan) {
             {"dropped_unreadable", plan.stats.unreadable}};
 }
 
+// What the gallery plan holds, as both the plan-only output and the report's gallery section say it.
+nlohmann::json plan_json(const Plan& plan, double plan_seconds) {
+    return {{"true_items", plan.true_items.size()},
+            {"distractor_dirs", plan.distractor_dirs},
+            {"sources", sources_json(plan)},
+            {"planned_distractors", plan.distractors.size()},
+            {"planned_whole", plan.wholes},
+            {"exhausted_crop_sources", plan.exhausted_sources},
+            {"plan_seconds", round_to(plan_seconds, 2)}};
+}
+
 int run(const ScaleOptions& o) {
     const auto t_start = Clock::now();
     const std::size_t largest = o.sizes.back();
@@ -294,19 +291,13 @@ int run(const ScaleOptions& o) {
     Plan plan = make_plan(o, largest - o.true_items);
     const double plan_seconds = seconds_since(t_plan);
     if (o.plan_only) {
-        nlohmann::json r = {{"bench", "scale"},
-                            {"seed", o.seed},
-                            {"plan_only", true},
-                            {"sizes", o.sizes},
-                            {"true_items", plan.true_items.size()},
-                            {"distractor_dirs", plan.distractor_dirs},
-                            {"sources", sources_json(plan)},
-                            {"planned_distractors", plan.distractors.size()},
-                            {"planned_whole", plan.wholes},
-                            {"exhausted_crop_sources", plan.exhausted_sources},
-                            {"enough", plan.true_items.size() + plan.distractors.size() >= largest},
-                            {"negative_pool", plan.negative_pool.size()},
-                            {"plan_seconds", round_to(plan_seconds, 2)}};
+        nlohmann::json r = plan_json(plan, plan_seconds);
+        r["bench"] = "scale";
+        r["seed"] = o.seed;
+        r["plan_only"] = true;
+        r["sizes"] = o.sizes;
+        r["enough"] = plan.true_items.size() + plan.distractors.size() >= largest;
+        r["negative_pool"] = plan.negative_pool.size();
         if (!o.save_gallery_dir.empty()) write_gallery_tsv(o.save_gallery_dir, plan, largest);
         emit(r, o, true);
         return 0;
@@ -365,21 +356,14 @@ int run(const ScaleOptions& o) {
                          {"build_threads", o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency())},
                          {"query_concurrency", o.concurrency},
                          {"add", o.parallel_add ? "parallel" : "ordered"}};
-    report["gallery"] = {{"true_dir", o.true_dir},
-                         {"true_items", plan.true_items.size()},
-                         {"distractor_dirs", plan.distractor_dirs},
-                         {"sources", sources_json(plan)},
-                         {"planned_distractors", plan.distractors.size()},
-                         {"planned_whole", plan.wholes},
-                         {"exhausted_crop_sources", plan.exhausted_sources},
-                         {"plan_seconds", round_to(plan_seconds, 2)},
-                         {"crop_rules",
-                          {{"side", {kCropMin, kCropMax}},
-                           {"aspect", {kCropAspectMin, kCropAspectMax}},
-                           {"max_iou", kCropMaxIoU},
-                           {"mirrored_probability", 0.5},
-                           {"min_source_side", kMinCropSourceSide},
-                           {"min_whole_side", kMinWholeSide}}}};
+    report["gallery"] = plan_json(plan, plan_seconds);
+    report["gallery"]["true_dir"] = o.true_dir;
+    report["gallery"]["crop_rules"] = {{"side", {kCropMin, kCropMax}},
+                                       {"aspect", {kCropAspectMin, kCropAspectMax}},
+                                       {"max_iou", kCropMaxIoU},
+                                       {"mirrored_probability", 0.5},
+                                       {"min_source_side", kMinCropSourceSide},
+                                       {"min_whole_side", kMinWholeSide}};
     report["queries"] = {{"positives", positives},
                          {"negatives", queries.size() - positives},
                          {"generated", queries.size()},

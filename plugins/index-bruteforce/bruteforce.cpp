@@ -2,6 +2,7 @@
 // votes per item. It is the correctness baseline every other index is compared with.
 #include <opencv2/core.hpp>
 #include <sightline/plugin.hpp>
+#include <sightline/votes.hpp>
 #include <sightline/hamming.hpp>
 #include <sightline/serialize.hpp>
 
@@ -146,17 +147,7 @@ public:
             cand.correspondences.push_back(
                 {query.keypoints[static_cast<std::size_t>(r)].pt, item.points[static_cast<std::size_t>(b.row)], b.d1});
         }
-        std::vector<sightline::Candidate> out;
-        out.reserve(by_item.size());
-        for (auto& [_, c] : by_item) {
-            c.score = static_cast<double>(c.correspondences.size());
-            out.push_back(std::move(c));
-        }
-        std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-            return a.score != b.score ? a.score > b.score : a.id < b.id;
-        });
-        if (out.size() > k) out.resize(k);
-        return out;
+        return sightline::rank_by_votes(by_item, k);
     }
 
     std::size_t size() const override { return current()->size(); }

@@ -21,6 +21,7 @@
 
 #include <opencv2/core.hpp>
 #include <sightline/plugin.hpp>
+#include <sightline/votes.hpp>
 #include <sightline/serialize.hpp>
 
 #include <algorithm>
@@ -389,17 +390,7 @@ public:
             cand.correspondences.push_back({query.keypoints[static_cast<std::size_t>(r)].pt,
                                             slot.points[static_cast<std::size_t>(b.label - slot.first)], b.d1});
         }
-        std::vector<sightline::Candidate> out;
-        out.reserve(by_slot.size());
-        for (auto& [_, c] : by_slot) {
-            c.score = static_cast<double>(c.correspondences.size());
-            out.push_back(std::move(c));
-        }
-        std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-            return a.score != b.score ? a.score > b.score : a.id < b.id;
-        });
-        if (out.size() > k) out.resize(k);
-        return out;
+        return sightline::rank_by_votes(by_slot, k);
     }
 
     std::size_t size() const override {
