@@ -112,6 +112,9 @@ public:
         lists_.resize(vocab_.words());
         idf2_.resize(vocab_.words());
         for (std::uint32_t w = 0; w < vocab_.words(); ++w) idf2_[w] = vocab_.idf(w) * vocab_.idf(w);
+        // exp(-(h/threshold)^2) for every possible distance, once, off the search path.
+        const double inv_t2 = threshold_ > 0 ? 1.0 / (static_cast<double>(threshold_) * threshold_) : 1.0;
+        for (int h = 0; h <= 32; ++h) he_weight_[static_cast<std::size_t>(h)] = std::exp(-h * h * inv_t2);
         log_->info("vocabulary '{}': {} words (branching {}, depth {}), trained for '{}'", key, vocab_.words(),
                    vocab_.branching(), vocab_.depth(), vocab_.signature());
     }
@@ -232,7 +235,6 @@ public:
         std::vector<float> best_weight(n_items, 0.0f);
         std::vector<Hit> hits;
         hits.reserve(4096);
-        const double inv_t2 = threshold_ > 0 ? 1.0 / (static_cast<double>(threshold_) * threshold_) : 1.0;
         for (int r = 0; r < q.rows; ++r) {
             for (const QF& f : per_row[static_cast<std::size_t>(r)]) {
                 const std::uint32_t w = f.word;
@@ -254,7 +256,7 @@ public:
                         }
                     }
                     if (best_h > threshold_ || item >= n_items) continue;
-                    const float weight = static_cast<float>(idf2_[w] * std::exp(-best_h * best_h * inv_t2));
+                    const float weight = static_cast<float>(idf2_[w] * he_weight_[static_cast<std::size_t>(best_h)]);
                     if (stamp[item] != r) {
                         stamp[item] = r;
                         best_weight[item] = weight;
@@ -455,6 +457,7 @@ private:
     sightline::Vocabulary vocab_;
     std::uint64_t vocab_id_ = 0;
     std::vector<float> idf2_;
+    std::array<double, 33> he_weight_{};  // by signature distance
 
     mutable std::mutex write_mutex_;  // one writer at a time
     mutable std::shared_mutex items_mutex_;
