@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -124,6 +125,10 @@ struct SynthInfo {
     synth::Warp warp;
     synth::Degrade degrade;
     bool cut_off = false;  // part of the item lies outside the photo
+    // The item's corners (0,0), (w,0), (w,h), (0,h) in photo pixels, w x h being the item as
+    // rendered (the source image, reduced to fit the photo when larger).
+    std::array<cv::Point2f, 4> corners{};
+    cv::Size item_size;
 };
 
 struct QueryCase {

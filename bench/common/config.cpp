@@ -134,9 +134,11 @@ nlohmann::json summarize_config(const host::LoadedConfig& c, const std::vector<f
     s["working_size"] = num("working_size", d.working_size);
     s["gallery_size"] = num("gallery_size", d.gallery_size);
     s["max_matches"] = num("max_matches", static_cast<int>(d.max_matches));
+    s["max_upscale"] = p["max_upscale"] ? scalar_to_json(p["max_upscale"].Scalar()) : nlohmann::json(d.max_upscale);
     // Query-side extraction differs from the gallery's when these are set; a run must show it.
     if (p["query_features"]) s["query_features"] = yaml_to_json(p["query_features"]);
     s["search_features"] = num("search_features", static_cast<int>(d.search_features));
+    s["search_grid"] = num("search_grid", d.search_grid);
     if (p["clahe"]) s["clahe"] = scalar_to_json(p["clahe"].Scalar());
     s["limits"] = yaml_to_json(c.root["limits"]);
     return s;
@@ -150,6 +152,7 @@ nlohmann::json summarize_pipeline(const host::LoadedConfig& c, const std::vector
     s["signature"] = p.signature();
     s["working_size"] = st.working_size;
     s["gallery_size"] = st.gallery_size;
+    s["max_upscale"] = st.max_upscale;
     s["max_matches"] = st.max_matches;
     s["verify"]["candidates"] = st.verify.candidates;
     s["verify"]["min_inliers"] = st.verify.min_inliers;

@@ -64,7 +64,7 @@ SynthQueries synthesize_queries(const std::vector<QueryJob>& jobs, const synth::
             for (const auto& c : ph.corners)
                 cut = cut || c.x < 0 || c.y < 0 || c.x > static_cast<float>(photo.width) ||
                       c.y > static_cast<float>(photo.height);
-            q.synth = SynthInfo{warp, degrade, cut};
+            q.synth = SynthInfo{warp, degrade, cut, ph.corners, item.size()};
             made[i] = std::move(q);
         } catch (const std::exception& e) {
             ++failed;

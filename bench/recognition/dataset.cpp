@@ -135,7 +135,7 @@ void save_queries(const Dataset& d, const fs::path& dir) {
     fs::create_directories(dir);
     std::ofstream truth(dir / "truth.tsv"), params(dir / "params.tsv");
     params << "query\ttruth\tsource\tscale\trotation_deg\ttilt_x\ttilt_y\tblur_sigma\tnoise_sigma\tbrightness\t"
-              "contrast\tjpeg_quality\tcut_off\n";
+              "contrast\tjpeg_quality\tcut_off\titem_size\tcorners\n";
     for (const auto& q : d.queries) {
         fs::path out = dir / fs::path(q.name).filename();
         std::ofstream f(out, std::ios::binary);
@@ -149,9 +149,12 @@ void save_queries(const Dataset& d, const fs::path& dir) {
             const auto& g = q.synth->degrade;
             params << "\t" << w.scale << "\t" << w.rotation_deg << "\t" << w.tilt_x << "\t" << w.tilt_y << "\t"
                    << g.blur_sigma << "\t" << g.noise_sigma << "\t" << g.brightness << "\t" << g.contrast << "\t"
-                   << g.jpeg_quality << "\t" << (q.synth->cut_off ? 1 : 0);
+                   << g.jpeg_quality << "\t" << (q.synth->cut_off ? 1 : 0) << "\t" << q.synth->item_size.width
+                   << "x" << q.synth->item_size.height << "\t";
+            for (std::size_t i = 0; i < 4; ++i)
+                params << (i ? " " : "") << q.synth->corners[i].x << " " << q.synth->corners[i].y;
         } else {
-            params << "\t\t\t\t\t\t\t\t\t\t";
+            params << "\t\t\t\t\t\t\t\t\t\t\t\t";
         }
         params << "\n";
     }

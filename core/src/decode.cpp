@@ -144,14 +144,18 @@ DecodedImage decode_gray(std::span<const std::uint8_t> bytes, const DecodeLimits
     return out;
 }
 
-double resize_to_working(const cv::Mat& in, cv::Mat& out, int working_size) {
+double resize_to_working(const cv::Mat& in, cv::Mat& out, int working_size, double max_upscale) {
     const int long_side = std::max(in.cols, in.rows);
-    if (working_size <= 0 || long_side <= working_size) {
+    if (working_size <= 0 || long_side == 0 || (long_side <= working_size && max_upscale <= 1.0)) {
         out = in;
         return 1.0;
     }
-    double s = static_cast<double>(working_size) / long_side;
-    cv::resize(in, out, cv::Size(), s, s, cv::INTER_AREA);
+    const double s = std::min(static_cast<double>(working_size) / long_side, std::max(1.0, max_upscale));
+    if (s == 1.0) {
+        out = in;
+        return 1.0;
+    }
+    cv::resize(in, out, cv::Size(), s, s, s < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
     return static_cast<double>(out.cols) / in.cols;
 }
 

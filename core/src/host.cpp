@@ -41,17 +41,23 @@ const std::array<ConfigKey, 7> kLimitsKeys{{
     {.name = "shutdown_timeout", .type = ConfigType::duration, .default_value = "10s", .min = 0,
      .description = "on SIGTERM/SIGINT, in-flight requests get this long to finish"},
 }};
-const std::array<ConfigKey, 5> kPipelineKeys{{
+const std::array<ConfigKey, 7> kPipelineKeys{{
     {.name = "working_size", .type = ConfigType::integer, .default_value = "800", .min = 64, .max = 8192,
      .description = "query images are scaled so their long side is at most this before extraction"},
     {.name = "gallery_size", .type = ConfigType::integer, .default_value = "480", .min = 64, .max = 8192,
      .description = "reference images are scaled so their long side is at most this before extraction; "
                     "smaller than working_size because an object usually fills only part of a photo"},
+    {.name = "max_upscale", .type = ConfigType::number, .default_value = "1", .min = 1, .max = 4,
+     .description = "a query smaller than working_size is enlarged towards it by at most this factor, so "
+                    "detail finer than the detector's smallest scale is found (1: never enlarged)"},
     {.name = "max_matches", .type = ConfigType::integer, .default_value = "5", .min = 1, .max = 100,
      .description = "verified objects listed per result"},
     {.name = "search_features", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 1e6,
      .description = "only the N strongest query features go to the index search (0: all); verification "
                     "still uses every query feature"},
+    {.name = "search_grid", .type = ConfigType::integer, .default_value = "1", .min = 1, .max = 64,
+     .description = "with search_features, send the strongest per cell of a grid x grid layout of the photo, "
+                    "so a busy background cannot take the whole search budget (1: strongest overall)"},
     {.name = "clahe", .type = ConfigType::number, .default_value = "0", .min = 0, .max = 40,
      .description = "CLAHE clip limit for local contrast equalisation before extraction (0: off)"},
 }};
@@ -302,6 +308,7 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
         PipelineSettings s;
         s.working_size = static_cast<int>(ps.get_int("working_size"));
         s.gallery_size = static_cast<int>(ps.get_int("gallery_size"));
+        s.max_upscale = ps.get_double("max_upscale");
         s.max_matches = static_cast<std::size_t>(ps.get_int("max_matches"));
         s.limits = {limits_.max_body_bytes, limits_.max_pixels};
         s.verify.candidates = static_cast<std::size_t>(vs.get_int("candidates"));
@@ -327,6 +334,7 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
                                                                 metrics_, storages_);
         }
         s.search_features = static_cast<std::size_t>(ps.get_int("search_features"));
+        s.search_grid = static_cast<int>(ps.get_int("search_grid"));
         s.snapshots = g.get_bool("snapshots");
         s.snapshot_tag = YAML::Dump(p);
         s.clahe_clip = ps.get_double("clahe");

@@ -1,5 +1,7 @@
 #include "sightline/host/pipeline.hpp"
 
+#include <sightline/keypoint_grid.hpp>
+
 #include <opencv2/calib3d.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -48,19 +50,26 @@ std::optional<double> client_number(const Request& r, const char* key) {
 }
 
 // The n features with the highest detector response, or all of them.
-Features strongest(const Features& f, std::size_t n) {
+// The n query features sent to the index: the strongest, or with grid > 1 the strongest per cell
+// of the working image, so the search sees the small low-contrast object and not only the clutter.
+Features strongest(const Features& f, std::size_t n, cv::Size size, int grid) {
     if (n == 0 || f.keypoints.size() <= n) return f;
     std::vector<int> order(f.keypoints.size());
     std::iota(order.begin(), order.end(), 0);
-    std::nth_element(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(), [&](int a, int b) {
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
         return f.keypoints[static_cast<std::size_t>(a)].response > f.keypoints[static_cast<std::size_t>(b)].response;
     });
+    std::vector<cv::Point2f> points;
+    points.reserve(order.size());
+    for (int i : order) points.push_back(f.keypoints[static_cast<std::size_t>(i)].pt);
+    const auto keep = spread_over_grid(points, size, grid, n);
     Features out;
-    out.keypoints.reserve(n);
-    out.descriptors.create(static_cast<int>(n), f.descriptors.cols, f.descriptors.type());
-    for (std::size_t i = 0; i < n; ++i) {
-        out.keypoints.push_back(f.keypoints[static_cast<std::size_t>(order[i])]);
-        f.descriptors.row(order[i]).copyTo(out.descriptors.row(static_cast<int>(i)));
+    out.keypoints.reserve(keep.size());
+    out.descriptors.create(static_cast<int>(keep.size()), f.descriptors.cols, f.descriptors.type());
+    for (std::size_t i = 0; i < keep.size(); ++i) {
+        const int from = order[keep[i]];
+        out.keypoints.push_back(f.keypoints[static_cast<std::size_t>(from)]);
+        f.descriptors.row(from).copyTo(out.descriptors.row(static_cast<int>(i)));
     }
     return out;
 }
@@ -496,7 +505,7 @@ Result Pipeline::recognize_or_throw(const Request& request) const {
     auto t = Clock::now();
     DecodedImage decoded = decode_gray(request.image, settings_.limits, settings_.working_size);
     cv::Mat work;
-    double resize = resize_to_working(decoded.gray, work, settings_.working_size);
+    double resize = resize_to_working(decoded.gray, work, settings_.working_size, settings_.max_upscale);
     const double to_original = 1.0 / (decoded.scale * resize);
     normalise(work);
     result.timings_ms["decode"] = ms_since(t);
@@ -508,7 +517,8 @@ Result Pipeline::recognize_or_throw(const Request& request) const {
     check_deadline(request, "search");
 
     t = Clock::now();
-    auto candidates = index().search(strongest(features, settings_.search_features), settings_.verify.candidates);
+    auto candidates = index().search(strongest(features, settings_.search_features, work.size(), settings_.search_grid),
+                                     settings_.verify.candidates);
     result.timings_ms["search"] = ms_since(t);
     check_deadline(request, "verification");
 

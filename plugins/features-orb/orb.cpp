@@ -1,5 +1,6 @@
 // features-orb: OpenCV's ORB (oriented FAST + rotated BRIEF), 32-byte binary descriptors.
 #include <opencv2/features2d.hpp>
+#include <sightline/keypoint_grid.hpp>
 #include <sightline/plugin.hpp>
 
 #include <algorithm>
@@ -78,30 +79,14 @@ public:
         return f;
     }
 
-    // Round-robin over the cells, strongest first in each, until max_features are kept: every cell
-    // gets an equal share and cells with few keypoints leave their share to the others.
     std::vector<cv::KeyPoint> spread(std::vector<cv::KeyPoint>& all, cv::Size size) const {
-        if (static_cast<int>(all.size()) <= max_features_) return all;
-        std::vector<std::vector<cv::KeyPoint>> cells(static_cast<std::size_t>(grid_ * grid_));
-        for (const auto& k : all) {
-            int cx = std::clamp(static_cast<int>(k.pt.x * grid_ / size.width), 0, grid_ - 1);
-            int cy = std::clamp(static_cast<int>(k.pt.y * grid_ / size.height), 0, grid_ - 1);
-            cells[static_cast<std::size_t>(cy * grid_ + cx)].push_back(k);
-        }
-        for (auto& c : cells)
-            std::stable_sort(c.begin(), c.end(), [](const auto& a, const auto& b) { return a.response > b.response; });
+        std::stable_sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.response > b.response; });
+        std::vector<cv::Point2f> points;
+        points.reserve(all.size());
+        for (const auto& k : all) points.push_back(k.pt);
         std::vector<cv::KeyPoint> kept;
-        kept.reserve(static_cast<std::size_t>(max_features_));
-        for (std::size_t rank = 0; static_cast<int>(kept.size()) < max_features_; ++rank) {
-            bool any = false;
-            for (const auto& c : cells) {
-                if (rank >= c.size()) continue;
-                any = true;
-                kept.push_back(c[rank]);
-                if (static_cast<int>(kept.size()) == max_features_) break;
-            }
-            if (!any) break;
-        }
+        for (auto i : sightline::spread_over_grid(points, size, grid_, static_cast<std::size_t>(max_features_)))
+            kept.push_back(all[i]);
         return kept;
     }
 

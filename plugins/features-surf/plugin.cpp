@@ -17,7 +17,7 @@ class SurfExtractor final : public sightline::FeatureExtractor {
         "SURF (Bay et al. 2008): box-filter Hessian blobs, Haar-wavelet descriptors of 64 or 128 "
         "floats";
     static sightline::ConfigSchema config_schema() {
-        static const std::array<ConfigKey, 9> keys{{
+        static const std::array<ConfigKey, 10> keys{{
             {.name = "hessian_threshold",
              .type = ConfigType::number,
              .default_value = "100",
@@ -63,6 +63,14 @@ class SurfExtractor final : public sightline::FeatureExtractor {
              .max = 100000,
              .description = "keep at most this many keypoints, strongest first (0: every one above "
                             "the threshold)"},
+            {.name = "grid",
+             .type = ConfigType::integer,
+             .default_value = "1",
+             .min = 1,
+             .max = 64,
+             .description = "with max_features, keep the strongest per cell of a grid x grid layout, "
+                            "so a busy background cannot take every keypoint from a small or "
+                            "low-contrast object (1: strongest overall)"},
             {.name = "sign_weight",
              .type = ConfigType::number,
              .default_value = "0",
@@ -93,6 +101,7 @@ class SurfExtractor final : public sightline::FeatureExtractor {
         p_.extended = c.get_bool("extended");
         p_.upright = c.get_bool("upright");
         p_.max_features = static_cast<int>(c.get_int("max_features"));
+        p_.grid = static_cast<int>(c.get_int("grid"));
         p_.sign_weight = c.get_double("sign_weight");
         p_.presmooth = c.get_double("presmooth");
     }
@@ -114,6 +123,7 @@ class SurfExtractor final : public sightline::FeatureExtractor {
           << ";extended=" << p_.extended << ";upright=" << p_.upright
           << ";max_features=" << p_.max_features << ";sign_weight=" << p_.sign_weight
           << ";presmooth=" << p_.presmooth;
+        if (p_.grid > 1) s << ";grid=" << p_.grid;  // absent at 1, so existing records stay valid
         return s.str();
     }
 

@@ -1,5 +1,7 @@
 #include "surf.hpp"
 
+#include <sightline/keypoint_grid.hpp>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -376,8 +378,16 @@ void detect_and_describe(const cv::Mat& gray, const Params& p, std::vector<cv::K
         if (a.kp.pt.x != b.kp.pt.x) return a.kp.pt.x < b.kp.pt.x;
         return a.scale < b.scale;
     });
-    if (p.max_features > 0 && found.size() > static_cast<std::size_t>(p.max_features))
-        found.resize(static_cast<std::size_t>(p.max_features));
+    if (p.max_features > 0 && found.size() > static_cast<std::size_t>(p.max_features)) {
+        std::vector<cv::Point2f> points;
+        points.reserve(found.size());
+        for (const auto& d : found) points.push_back(d.kp.pt);
+        const auto keep = spread_over_grid(points, gray.size(), p.grid, static_cast<std::size_t>(p.max_features));
+        std::vector<Detection> kept;
+        kept.reserve(keep.size());
+        for (auto i : keep) kept.push_back(found[i]);
+        found = std::move(kept);
+    }
 
     const int base = p.extended ? 128 : 64;
     const int cols = descriptor_size(p);

@@ -16,6 +16,7 @@ struct Params {
     bool extended = false;   // 128-dimensional descriptor
     bool upright = false;    // skip orientation (U-SURF)
     int max_features = 0;    // keep the strongest; 0 keeps all
+    int grid = 1;            // > 1: the strongest per cell of a grid x grid layout (see keypoint_grid.hpp)
     double sign_weight = 0;  // > 0: append the Laplacian sign as an extra dimension (see below)
     double presmooth =
         1.0;  // Gaussian sigma applied before the integral image (0: none, as the paper)

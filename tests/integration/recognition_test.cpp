@@ -86,8 +86,10 @@ Host* Recognition::host_ = nullptr;
 TEST_F(Recognition, UsesTheDefaultPipeline) {
     EXPECT_EQ(host_->default_pipeline(), "surf");
     EXPECT_THAT(pipeline().signature(), HasSubstr("surf:v2"));
-    EXPECT_THAT(pipeline().signature(), HasSubstr("max_features=1000"));
-    EXPECT_EQ(pipeline().settings().working_size, 800);
+    EXPECT_THAT(pipeline().signature(), HasSubstr("max_features=500"));
+    EXPECT_EQ(pipeline().settings().working_size, 1536);
+    EXPECT_EQ(pipeline().settings().max_upscale, 1.5);
+    EXPECT_EQ(pipeline().settings().search_grid, 4);
 }
 
 struct QueryCase {

@@ -242,6 +242,19 @@ TEST(Decode, ResizeToWorkingNeverEnlarges) {
     EXPECT_EQ(same.size(), small.size());
 }
 
+TEST(Decode, ResizeToWorkingEnlargesAtMostMaxUpscale) {
+    cv::Mat small(100, 200, CV_8U, cv::Scalar(7)), out;
+    EXPECT_DOUBLE_EQ(resize_to_working(small, out, 800, 1.5), 1.5);
+    EXPECT_EQ(out.size(), cv::Size(300, 150));
+    EXPECT_EQ(out.at<unsigned char>(75, 150), 7);
+    // Never past working_size, and a large image is still only reduced.
+    EXPECT_DOUBLE_EQ(resize_to_working(small, out, 250, 2.0), 1.25);
+    EXPECT_EQ(out.size(), cv::Size(250, 125));
+    cv::Mat large(300, 1600, CV_8U);
+    EXPECT_DOUBLE_EQ(resize_to_working(large, out, 800, 2.0), 0.5);
+    EXPECT_EQ(out.size(), cv::Size(800, 150));
+}
+
 class ExifOrientation : public ::testing::TestWithParam<int> {};
 
 TEST_P(ExifOrientation, IsAppliedAndOriginalIsSwapped) {

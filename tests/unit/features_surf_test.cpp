@@ -201,6 +201,29 @@ TEST_F(FeaturesSurf, StrongestKeptAndSameOutputWhateverTheThreads) {
     EXPECT_EQ(cv::norm(f_one.descriptors, f_capped.descriptors, cv::NORM_INF), 0.0);
 }
 
+TEST_F(FeaturesSurf, GridKeepsKeypointsOnALowContrastPartOfTheImage) {
+    // Left half: the photo at full contrast; right half: the same photo at a tenth of it, as a
+    // hazy object beside a busy background. Strongest overall takes (nearly) all from the left.
+    cv::Mat img = photo();
+    const int half = img.cols / 2;
+    cv::Mat right = img.colRange(half, img.cols);
+    right.convertTo(right, -1, 0.1, 115);
+    auto strongest = make("{type: surf, hessian_threshold: 1, max_features: 300}");
+    auto spread = make("{type: surf, hessian_threshold: 1, max_features: 300, grid: 4}");
+    auto on_right = [&](const Features& f) {
+        return std::count_if(f.keypoints.begin(), f.keypoints.end(),
+                             [&](const cv::KeyPoint& k) { return k.pt.x >= static_cast<float>(half); });
+    };
+    const Features a = strongest->extract(img), b = spread->extract(img);
+    ASSERT_EQ(a.keypoints.size(), 300u);
+    ASSERT_EQ(b.keypoints.size(), 300u);
+    EXPECT_LT(on_right(a), 30);
+    EXPECT_GE(on_right(b), 100);  // about half of the 16 cells lie on the right (119 measured)
+    EXPECT_NE(spread->signature(), strongest->signature());
+    // Still best first, so a later "strongest N" (search_features) means what it says.
+    for (std::size_t i = 1; i < b.keypoints.size(); ++i) EXPECT_LE(b.keypoints[i].response, b.keypoints[i - 1].response);
+}
+
 TEST_F(FeaturesSurf, EmptyAndFlatImagesGiveNoFeatures) {
     auto surf = make("{type: surf}");
     Features f = surf->extract(cv::Mat());
@@ -235,6 +258,7 @@ TEST_F(FeaturesSurf, EveryInvalidParameterIsAClearConfigError) {
           Case{"{type: surf, extended: maybe}", "pipelines.p.features.extended"},
           Case{"{type: surf, upright: 3}", "pipelines.p.features.upright"},
           Case{"{type: surf, max_features: -5}", "pipelines.p.features.max_features"},
+          Case{"{type: surf, grid: 0}", "pipelines.p.features.grid"},
           Case{"{type: surf, sign_weight: 1}", "pipelines.p.features.sign_weight"},
           Case{"{type: surf, presmooth: many}", "pipelines.p.features.presmooth"},
           Case{"{type: surf, hessian_treshold: 200}", "did you mean 'hessian_threshold'"}}) {

@@ -36,7 +36,8 @@ struct DecodedImage {
 // was wrong with the input.
 DecodedImage decode_gray(std::span<const std::uint8_t> bytes, const DecodeLimits& limits, int min_long_side);
 
-// Scales so that the long side is at most working_size (never enlarges); returns the factor.
-double resize_to_working(const cv::Mat& in, cv::Mat& out, int working_size);
+// Scales so that the long side is at most working_size; returns the factor. A smaller image is
+// enlarged towards working_size by at most max_upscale (1: never enlarged).
+double resize_to_working(const cv::Mat& in, cv::Mat& out, int working_size, double max_upscale = 1.0);
 
 }  // namespace sightline::host

@@ -38,8 +38,13 @@ struct VerifyParams {
 struct PipelineSettings {
     int working_size = 800;        // long side of a query image when features are extracted
     int gallery_size = 480;        // long side of a reference image when features are extracted
+    // A query smaller than working_size is enlarged towards it by at most this factor: detail finer
+    // than the detector's smallest scale then becomes detectable, which a small or distant object in
+    // a low-resolution photo needs (SIFT doubles its input for the same reason). 1: never enlarged.
+    double max_upscale = 1.0;
     std::size_t max_matches = 5;   // how many verified objects a result may list
     std::size_t search_features = 0;  // strongest query features sent to the index (0: all)
+    int search_grid = 1;              // > 1: those are the strongest per cell of a grid x grid layout
     // Local contrast equalisation (CLAHE) before extraction, gallery and query alike: low-contrast,
     // hazy or dim objects otherwise lose the feature budget to a busy background.
     double clahe_clip = 0;  // 0: off
