@@ -49,31 +49,6 @@ std::optional<double> client_number(const Request& r, const char* key) {
     }
 }
 
-// The n features with the highest detector response, or all of them.
-// The n query features sent to the index: the strongest, or with grid > 1 the strongest per cell
-// of the working image, so the search sees the small low-contrast object and not only the clutter.
-Features strongest(const Features& f, std::size_t n, cv::Size size, int grid) {
-    if (n == 0 || f.keypoints.size() <= n) return f;
-    std::vector<int> order(f.keypoints.size());
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-        return f.keypoints[static_cast<std::size_t>(a)].response > f.keypoints[static_cast<std::size_t>(b)].response;
-    });
-    std::vector<cv::Point2f> points;
-    points.reserve(order.size());
-    for (int i : order) points.push_back(f.keypoints[static_cast<std::size_t>(i)].pt);
-    const auto keep = spread_over_grid(points, size, grid, n);
-    Features out;
-    out.keypoints.reserve(keep.size());
-    out.descriptors.create(static_cast<int>(keep.size()), f.descriptors.cols, f.descriptors.type());
-    for (std::size_t i = 0; i < keep.size(); ++i) {
-        const int from = order[keep[i]];
-        out.keypoints.push_back(f.keypoints[static_cast<std::size_t>(from)]);
-        f.descriptors.row(from).copyTo(out.descriptors.row(static_cast<int>(i)));
-    }
-    return out;
-}
-
 // Reads a byte span as a stream without copying it (snapshots run to hundreds of megabytes).
 class SpanBuf : public std::streambuf {
 public:
@@ -517,7 +492,7 @@ Result Pipeline::recognize_or_throw(const Request& request) const {
     check_deadline(request, "search");
 
     t = Clock::now();
-    auto candidates = index().search(strongest(features, settings_.search_features, work.size(), settings_.search_grid),
+    auto candidates = index().search(strongest_features(features, settings_.search_features, work.size(), settings_.search_grid),
                                      settings_.verify.candidates);
     result.timings_ms["search"] = ms_since(t);
     check_deadline(request, "verification");

@@ -5,6 +5,7 @@
 #include <sightline/keypoint_grid.hpp>
 
 using sightline::spread_over_grid;
+using sightline::strongest_features;
 
 namespace {
 
@@ -38,6 +39,31 @@ TEST(KeypointGrid, FewerPointsThanTheBudgetAreAllKeptAndEdgesAreClamped) {
     EXPECT_EQ(spread_over_grid(pts, {100, 100}, 4, 2).size(), 2u);
     EXPECT_TRUE(spread_over_grid({}, {100, 100}, 4, 5).empty());
     EXPECT_TRUE(spread_over_grid(pts, {100, 100}, 4, 0).empty());
+}
+
+TEST(KeypointGrid, StrongestFeaturesSpreadKeepsKeypointsAndDescriptorRowsPaired) {
+    // Responses 10..1: the five strongest are in the left half, the five weakest in the right.
+    sightline::Features f;
+    for (int i = 0; i < 10; ++i)
+        f.keypoints.emplace_back(cv::Point2f(i < 5 ? 10.f : 90.f, 10.f + static_cast<float>(i)), 1.f, -1.f,
+                                 static_cast<float>(10 - i));
+    f.descriptors.create(10, 2, CV_32F);
+    for (int i = 0; i < 10; ++i) f.descriptors.at<float>(i, 0) = static_cast<float>(i);
+    const auto plain = strongest_features(f, 4, {100, 100}, 1);
+    const auto spread = strongest_features(f, 4, {100, 100}, 2);
+    ASSERT_EQ(plain.keypoints.size(), 4u);
+    ASSERT_EQ(spread.keypoints.size(), 4u);
+    for (std::size_t i = 0; i < 4; ++i) {
+        EXPECT_LT(plain.keypoints[i].pt.x, 50.f);
+        EXPECT_EQ(plain.descriptors.at<float>(static_cast<int>(i), 0), static_cast<float>(i));
+    }
+    int right = 0;
+    for (std::size_t i = 0; i < 4; ++i) {
+        right += spread.keypoints[i].pt.x > 50.f;
+        EXPECT_EQ(spread.descriptors.at<float>(static_cast<int>(i), 0), 10.f - spread.keypoints[i].response);
+    }
+    EXPECT_EQ(right, 2);
+    EXPECT_EQ(strongest_features(f, 0, {100, 100}, 2).keypoints.size(), 10u);
 }
 
 }  // namespace

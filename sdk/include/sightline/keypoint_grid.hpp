@@ -5,7 +5,10 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <numeric>
 #include <vector>
+
+#include "sightline/features.hpp"
 
 namespace sightline {
 
@@ -41,6 +44,30 @@ inline std::vector<std::size_t> spread_over_grid(const std::vector<cv::Point2f>&
     }
     std::sort(kept.begin(), kept.end());
     return kept;
+}
+
+// The n features with the highest response (all when n is 0 or there are fewer), or with grid > 1
+// the strongest per cell of `size` as above; keypoints and descriptor rows stay paired, strongest first.
+inline Features strongest_features(const Features& f, std::size_t n, cv::Size size, int grid) {
+    if (n == 0 || f.keypoints.size() <= n) return f;
+    std::vector<int> order(f.keypoints.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+        return f.keypoints[static_cast<std::size_t>(a)].response > f.keypoints[static_cast<std::size_t>(b)].response;
+    });
+    std::vector<cv::Point2f> points;
+    points.reserve(order.size());
+    for (int i : order) points.push_back(f.keypoints[static_cast<std::size_t>(i)].pt);
+    const auto keep = spread_over_grid(points, size, grid, n);
+    Features out;
+    out.keypoints.reserve(keep.size());
+    out.descriptors.create(static_cast<int>(keep.size()), f.descriptors.cols, f.descriptors.type());
+    for (std::size_t i = 0; i < keep.size(); ++i) {
+        const int from = order[keep[i]];
+        out.keypoints.push_back(f.keypoints[static_cast<std::size_t>(from)]);
+        f.descriptors.row(from).copyTo(out.descriptors.row(static_cast<int>(i)));
+    }
+    return out;
 }
 
 }  // namespace sightline
