@@ -1,11 +1,17 @@
 #include <charconv>
 #include <cstring>
+#include <string>
 
 #include "bench_common.hpp"
 #include "embedded_config.hpp"
 #include "sightline/host/host.hpp"
 #include "sightline/host/pipeline.hpp"
 #include "sightline/host/plugin_registry.hpp"
+
+// A bench started outside the source tree runs on this; an empty string here once made it fail
+// with a confusing storage error.
+static_assert(std::char_traits<char>::length(sightline::app::kEmbeddedDefaultConfig) > 0,
+              "the embedded default config is empty: bench/CMakeLists.txt must read config/default.yaml");
 
 namespace sightline::bench {
 

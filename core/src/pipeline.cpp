@@ -12,7 +12,7 @@
 
 #include "sightline/host/worker_pool.hpp"
 
-#include <sightline/hamming.hpp>
+#include <sightline/nearest.hpp>
 #include <sightline/serialize.hpp>
 
 #include <cstring>
@@ -339,16 +339,7 @@ std::vector<Correspondence> Pipeline::rematch(const Features& query, const ItemI
         query.descriptors.cols != item.descriptors.cols)
         return out;
     cv::Mat dist, idx;  // per query row: the two nearest item rows and their distances
-    if (item.descriptors.type() == CV_8U && item.descriptors.cols % 8 == 0 && query.descriptors.isContinuous() &&
-        item.descriptors.isContinuous()) {
-        hamming_top2(query.descriptors, item.descriptors, dist, idx);
-    } else {
-        const bool binary = item.descriptors.type() == CV_8U;
-        cv::Mat d;
-        cv::batchDistance(query.descriptors, item.descriptors, d, binary ? CV_32S : CV_32F, idx,
-                          binary ? cv::NORM_HAMMING : cv::NORM_L2, 2);
-        d.convertTo(dist, CV_32F);
-    }
+    nearest_two(query.descriptors, item.descriptors, dist, idx);
     const float ratio = static_cast<float>(settings_.verify.rematch_ratio);
     // One query keypoint per gallery keypoint: the closest wins (a repeated texture otherwise
     // piles many query points onto one reference point and fakes inliers).

@@ -3,7 +3,7 @@
 #include <opencv2/core.hpp>
 #include <sightline/plugin.hpp>
 #include <sightline/votes.hpp>
-#include <sightline/hamming.hpp>
+#include <sightline/nearest.hpp>
 #include <sightline/serialize.hpp>
 
 #include <algorithm>
@@ -84,7 +84,6 @@ public:
         if (q.type() != CV_8U && q.type() != CV_32F)
             throw sightline::Error(sightline::ErrorCode::invalid_argument,
                                    "index-bruteforce: query descriptors must be CV_8U or CV_32F");
-        const int norm = q.type() == CV_8U ? cv::NORM_HAMMING : cv::NORM_L2;
         const int nq = q.rows;
         const std::size_t ni = snap->size();
 
@@ -97,16 +96,7 @@ public:
                 if (item.descriptors.empty() || item.descriptors.type() != q.type() ||
                     item.descriptors.cols != q.cols)
                     continue;
-                if (norm == cv::NORM_HAMMING && q.cols % 8 == 0 && q.isContinuous() &&
-                    item.descriptors.isContinuous()) {
-                    sightline::hamming_top2(q, item.descriptors, dist[i], idx[i]);
-                    continue;
-                }
-                int kk = std::min(2, item.descriptors.rows);
-                cv::Mat d;
-                cv::batchDistance(q, item.descriptors, d, norm == cv::NORM_HAMMING ? CV_32S : CV_32F, idx[i], norm,
-                                  kk);
-                d.convertTo(dist[i], CV_32F);
+                sightline::nearest_two(q, item.descriptors, dist[i], idx[i]);
             }
         });
 
