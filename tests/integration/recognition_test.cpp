@@ -89,7 +89,7 @@ TEST_F(Recognition, UsesTheDefaultPipeline) {
     EXPECT_THAT(pipeline().signature(), HasSubstr("max_features=500"));
     EXPECT_EQ(pipeline().settings().working_size, 1536);
     EXPECT_EQ(pipeline().settings().max_upscale, 1.5);
-    EXPECT_EQ(pipeline().settings().search_grid, 4);
+    EXPECT_EQ(pipeline().settings().search_features, 0u);  // every query feature is searched
 }
 
 struct QueryCase {

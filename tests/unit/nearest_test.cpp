@@ -7,8 +7,8 @@
 
 namespace {
 
+using sightline::nearest_detail::Kernel;
 using sightline::nearest_detail::l2_top2_with;
-using sightline::nearest_detail::Tile;
 
 cv::Mat random_float(int rows, int cols, int seed) {
     cv::Mat m(rows, cols, CV_32F);
@@ -20,11 +20,13 @@ cv::Mat random_float(int rows, int cols, int seed) {
 // The reference: batchDistance's two nearest (ties are not expected with random floats).
 void reference(const cv::Mat& q, const cv::Mat& g, int norm, cv::Mat& dist, cv::Mat& idx) {
     cv::Mat d;
-    cv::batchDistance(q, g, d, norm == cv::NORM_L2 ? CV_32F : CV_32S, idx, norm, std::min(2, g.rows));
+    cv::batchDistance(q, g, d, norm == cv::NORM_L2 ? CV_32F : CV_32S, idx, norm,
+                      std::min(2, g.rows));
     d.convertTo(dist, CV_32F);
 }
 
-void expect_same(const cv::Mat& q, const cv::Mat& g, const cv::Mat& dist, const cv::Mat& idx, int norm) {
+void expect_same(const cv::Mat& q, const cv::Mat& g, const cv::Mat& dist, const cv::Mat& idx,
+                 int norm) {
     cv::Mat rd, ri;
     reference(q, g, norm, rd, ri);
     ASSERT_EQ(dist.rows, q.rows);
@@ -32,25 +34,35 @@ void expect_same(const cv::Mat& q, const cv::Mat& g, const cv::Mat& dist, const 
     ASSERT_EQ(idx.cols, 2);
     for (int r = 0; r < q.rows; ++r)
         for (int c = 0; c < ri.cols; ++c) {
-            EXPECT_EQ(idx.at<int>(r, c), ri.at<int>(r, c)) << "query row " << r << " neighbour " << c;
-            EXPECT_NEAR(dist.at<float>(r, c), rd.at<float>(r, c), 1e-4f * std::max(1.0f, rd.at<float>(r, c)));
+            EXPECT_EQ(idx.at<int>(r, c), ri.at<int>(r, c))
+                << "query row " << r << " neighbour " << c;
+            EXPECT_NEAR(dist.at<float>(r, c), rd.at<float>(r, c),
+                        1e-4f * std::max(1.0f, rd.at<float>(r, c)));
         }
 }
 
-std::vector<void (*)(const Tile&)> kernels() {
-    std::vector<void (*)(const Tile&)> k{sightline::nearest_detail::tile_portable};
+// Every kernel this CPU can run, the portable one included, each checked on its own.
+std::vector<Kernel> kernels() {
+    std::vector<Kernel> k{{sightline::nearest_detail::tile_portable<16>, 16},
+                          {sightline::nearest_detail::tile_portable<32>, 32}};
 #ifdef SIGHTLINE_NEAREST_X86
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) k.push_back(sightline::nearest_detail::tile_avx2);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        k.push_back({sightline::nearest_detail::tile_avx2, 16});
+    if (__builtin_cpu_supports("avx512f"))
+        k.push_back({sightline::nearest_detail::tile_avx512, 32});
 #endif
     return k;
 }
 
 TEST(Nearest, L2MatchesBatchDistanceOnEveryShape) {
-    const std::vector<std::array<int, 3>> shapes{{37, 53, 64}, {4, 16, 64}, {1, 1000, 128}, {130, 17, 3}, {9, 2, 64}};
+    const std::vector<std::array<int, 3>> shapes{{37, 53, 64},   {4, 16, 64},  {8, 32, 64},
+                                                 {1, 1000, 128}, {130, 17, 3}, {9, 2, 64},
+                                                 {5, 33, 65}};
     int seed = 1;
     for (auto kernel : kernels())
         for (const auto& [n, m, dims] : shapes) {
-            SCOPED_TRACE(testing::Message() << n << "x" << m << "x" << dims);
+            SCOPED_TRACE(testing::Message()
+                         << n << "x" << m << "x" << dims << " width " << kernel.width);
             cv::Mat q = random_float(n, dims, seed++), g = random_float(m, dims, seed++);
             cv::Mat dist, idx;
             l2_top2_with(q, g, dist, idx, kernel);
@@ -82,7 +94,8 @@ TEST(Nearest, OneGalleryRowLeavesTheSecondNeighbourEmpty) {
             EXPECT_NEAR(dist.at<float>(r, 0), cv::norm(q.row(r), g.row(0), cv::NORM_L2), 1e-4);
         }
     }
-    cv::Mat b(3, 20, CV_8U, cv::Scalar(0)), one(1, 20, CV_8U, cv::Scalar(1));  // 20 bytes: not the popcnt path
+    cv::Mat b(3, 20, CV_8U, cv::Scalar(0)),
+        one(1, 20, CV_8U, cv::Scalar(1));  // 20 bytes: not the popcnt path
     cv::Mat dist, idx;
     sightline::nearest_two(b, one, dist, idx);
     ASSERT_EQ(dist.cols, 2);
@@ -111,7 +124,8 @@ TEST(Nearest, BinaryDescriptorsUseHamming) {
     for (int r = 0; r < q.rows; ++r)
         for (int c = 0; c < 2; ++c) {
             EXPECT_EQ(dist.at<float>(r, c), rd.at<float>(r, c));
-            EXPECT_EQ(cv::norm(q.row(r), g.row(idx.at<int>(r, c)), cv::NORM_HAMMING), dist.at<float>(r, c));
+            EXPECT_EQ(cv::norm(q.row(r), g.row(idx.at<int>(r, c)), cv::NORM_HAMMING),
+                      dist.at<float>(r, c));
         }
 }
 
