@@ -61,7 +61,7 @@ const std::array<ConfigKey, 7> kPipelineKeys{{
     {.name = "clahe", .type = ConfigType::number, .default_value = "0", .min = 0, .max = 40,
      .description = "CLAHE clip limit for local contrast equalisation before extraction (0: off)"},
 }};
-const std::array<ConfigKey, 10> kVerifyKeys{{
+const std::array<ConfigKey, 11> kVerifyKeys{{
     {.name = "candidates", .type = ConfigType::integer, .default_value = "8", .min = 1, .max = 1000,
      .description = "index candidates checked by RANSAC"},
     {.name = "min_inliers", .type = ConfigType::integer, .default_value = "15", .min = 4, .max = 100000,
@@ -83,6 +83,9 @@ const std::array<ConfigKey, 10> kVerifyKeys{{
                     "(keeps reference features in memory a second time)"},
     {.name = "rematch_ratio", .type = ConfigType::number, .default_value = "0.8", .min = 0.1, .max = 1,
      .description = "Lowe's ratio for the per-candidate matching"},
+    {.name = "estimator", .type = ConfigType::string, .default_value = "usac", .choices = "usac|magsac|ransac",
+     .description = "homography estimation: OpenCV's USAC (local optimisation, degeneracy checks), USAC with "
+                    "MAGSAC++ scoring, or classic RANSAC"},
 }};
 const std::array<ConfigKey, 2> kLoggingKeys{{
     {.name = "level", .type = ConfigType::string, .default_value = "info", .choices = "trace|debug|info|warn|error|off",
@@ -321,6 +324,10 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
         s.verify.max_side_ratio = vs.get_double("max_side_ratio");
         s.verify.rematch = vs.get_bool("rematch");
         s.verify.rematch_ratio = vs.get_double("rematch_ratio");
+        const std::string estimator = vs.get_string("estimator");
+        s.verify.estimator = estimator == "ransac"   ? Estimator::ransac
+                             : estimator == "magsac" ? Estimator::magsac
+                                                     : Estimator::usac;
         auto extractor = make_plugin<PluginKind::features>(config_, *registry_, p["features"], path + ".features",
                                                            metrics_, storages_);
         // Queries may extract differently (typically more features: the object is only part of the

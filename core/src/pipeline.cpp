@@ -395,7 +395,10 @@ std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features
         dst.push_back(m.query);
     }
     std::vector<unsigned char> mask;
-    cv::Mat H = cv::findHomography(src, dst, cv::RANSAC, v.reprojection_error, mask, 2000, 0.995);
+    const int method = v.estimator == Estimator::ransac   ? cv::RANSAC
+                       : v.estimator == Estimator::magsac ? cv::USAC_MAGSAC
+                                                          : cv::USAC_ACCURATE;
+    cv::Mat H = cv::findHomography(src, dst, method, v.reprojection_error, mask, 2000, 0.995);
     if (H.empty()) return reject("no homography");
     // RANSAC's model comes from 4 points; refit on all inliers (least squares + Levenberg-Marquardt)
     // and re-collect them, so the outline is as good as every inlier makes it.

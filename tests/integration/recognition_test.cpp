@@ -90,6 +90,7 @@ TEST_F(Recognition, UsesTheDefaultPipeline) {
     EXPECT_EQ(pipeline().settings().working_size, 1536);
     EXPECT_EQ(pipeline().settings().max_upscale, 1.5);
     EXPECT_EQ(pipeline().settings().search_features, 0u);  // every query feature is searched
+    EXPECT_EQ(pipeline().settings().verify.estimator, Estimator::usac);
 }
 
 struct QueryCase {
@@ -154,17 +155,20 @@ void PrintTo(const FeatureCase& c, std::ostream* os) {
     *os << c.config << "_item" << c.photo.item << "_seed" << c.photo.seed;
 }
 
-Host& host_for(const std::string& config) {
+// `override` (key=value) is applied last; each config + override pair gets its own host.
+Host& host_for(const std::string& config, const std::string& override = {}) {
     static TempDir dir("sightline-recognition-features");
     static std::map<std::string, std::unique_ptr<Host>> hosts;
-    auto& host = hosts[config];
+    const std::string key = config + (override.empty() ? "" : "+" + override);
+    auto& host = hosts[key];
     if (!host) {
         LoadedConfig c = load_config_file((source_dir() / "config" / config).string());
         apply_override(c, "plugins.paths=[" + yq(plugin_dir()) + "]");
-        apply_override(c, "storages.gallery.root=" + (dir.path() / config).string());
+        apply_override(c, "storages.gallery.root=" + (dir.path() / std::to_string(hosts.size())).string());
         apply_override(c, "storages.gallery.fsync=false");
         apply_override(c, "limits.workers=2");
         apply_override(c, "logging.level=warn");
+        if (!override.empty()) apply_override(c, override);
         host = std::make_unique<Host>(std::move(c));
         for (const auto& p : gallery_part())
             host->gallery().put(p.stem().string(), read_bytes(p),
@@ -195,6 +199,32 @@ TEST_P(OtherFeatures, FindsTheItemAndItsOutline) {
     for (std::size_t i = 0; i < 4; ++i)
         EXPECT_LE(cv::norm(m.polygon[i] - photo.corners[i]) * to_working, 10.0) << "corner " << i;
 }
+
+// Every homography estimator verify.estimator offers finds the same photos (the default, usac, is
+// covered above), with a tight outline.
+class Estimators : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Estimators, FindTheItemAndItsOutline) {
+    Host& host = host_for("default.yaml", "pipelines.surf.verify.estimator=" + GetParam());
+    EXPECT_EQ(host.pipeline().settings().verify.estimator,
+              GetParam() == "ransac" ? Estimator::ransac : Estimator::magsac);
+    const auto items = gallery_part();
+    for (const QueryCase& q : {QueryCase{5, 2}, QueryCase{14, 4}}) {
+        const fs::path item = items.at(q.item);
+        synth::Photo photo = phone_photo(item, q.seed);
+        Result r = host.pipeline().recognize(request_for(photo.jpeg));
+        ASSERT_FALSE(r.error.has_value()) << r.error->code << ": " << r.error->message;
+        ASSERT_FALSE(r.matches.empty()) << item.stem() << " was not recognised";
+        EXPECT_EQ(r.matches.front().id, item.stem().string());
+        EXPECT_GE(r.matches.front().inliers, 10);
+        const double to_working = 800.0 / std::max(kPhotoSize.width, kPhotoSize.height);
+        for (std::size_t i = 0; i < 4; ++i)
+            EXPECT_LE(cv::norm(r.matches.front().polygon[i] - photo.corners[i]) * to_working, 10.0) << "corner " << i;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Verify, Estimators, ::testing::Values("ransac", "magsac"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 class OtherFeaturesNegatives : public ::testing::TestWithParam<std::string> {};
 

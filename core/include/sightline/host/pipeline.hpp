@@ -19,6 +19,10 @@ namespace sightline::host {
 
 class WorkerPool;
 
+// How the homography is estimated from the correspondences: OpenCV's classic RANSAC, or its USAC
+// framework (local optimisation and degeneracy checks; "magsac" scores with MAGSAC++).
+enum class Estimator { ransac, usac, magsac };
+
 struct VerifyParams {
     std::size_t candidates = 8;         // how many index candidates get a RANSAC check
     int min_inliers = 15;               // accept only with at least this many inliers
@@ -33,6 +37,7 @@ struct VerifyParams {
     // whole gallery, which leaves a small or blurred object with too few to verify.
     bool rematch = true;
     double rematch_ratio = 0.8;
+    Estimator estimator = Estimator::usac;
 };
 
 struct PipelineSettings {
