@@ -1,4 +1,4 @@
-// SDK nearest.hpp: the tiled L2 kernel (AVX2 and portable paths) and the Hamming dispatch agree
+// SDK nearest.hpp: the tiled L2 kernels (AVX-512, AVX2, portable) and the Hamming dispatch agree
 // with cv::batchDistance, the reference, on the two nearest rows and their distances, including
 // the awkward shapes: sizes that are not multiples of the tile, a one-row gallery, no query rows.
 #include <gtest/gtest.h>
@@ -41,16 +41,11 @@ void expect_same(const cv::Mat& q, const cv::Mat& g, const cv::Mat& dist, const 
         }
 }
 
-// Every kernel this CPU can run, the portable one included, each checked on its own.
+// Every kernel this CPU can run, each checked on its own, plus the portable one at the AVX-512
+// width so that width's tiling is covered on any CPU.
 std::vector<Kernel> kernels() {
-    std::vector<Kernel> k{{sightline::nearest_detail::tile_portable<16>, 16},
-                          {sightline::nearest_detail::tile_portable<32>, 32}};
-#ifdef SIGHTLINE_NEAREST_X86
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        k.push_back({sightline::nearest_detail::tile_avx2, 16});
-    if (__builtin_cpu_supports("avx512f"))
-        k.push_back({sightline::nearest_detail::tile_avx512, 32});
-#endif
+    std::vector<Kernel> k{{sightline::nearest_detail::tile_portable<32>, 32}};
+    for (const auto& named : sightline::nearest_detail::available_kernels()) k.push_back(named.kernel);
     return k;
 }
 

@@ -58,6 +58,11 @@ struct Tile {
     Top2* best;  // the tile's query rows' running results
 };
 
+// A tile row's squared distances d[0..cols) into that query row's running two nearest.
+inline void push_row(Top2& best, const float* d, const Tile& t) {
+    for (int j = 0; j < t.cols; ++j) push(best, d[j], t.first_col + j);
+}
+
 // Fixed width, so the compiler can vectorise the inner loop for whatever the target has.
 template <int W>
 void tile_portable(const Tile& t) {
@@ -69,9 +74,11 @@ void tile_portable(const Tile& t) {
             for (int j = 0; j < W; ++j) acc[i][j] += s * b[j];
         }
     }
-    for (int i = 0; i < t.rows; ++i)
-        for (int j = 0; j < t.cols; ++j)
-            push(t.best[i], t.qn[i] + t.gn[j] - 2.0f * acc[i][j], t.first_col + j);
+    float d[W];
+    for (int i = 0; i < t.rows; ++i) {
+        for (int j = 0; j < W; ++j) d[j] = t.qn[i] + t.gn[j] - 2.0f * acc[i][j];
+        push_row(t.best[i], d, t);
+    }
 }
 
 #ifdef SIGHTLINE_NEAREST_X86
@@ -111,7 +118,7 @@ __attribute__((target("avx2,fma"))) inline void tile_avx2(const Tile& t) {
         alignas(32) float d[16];
         _mm256_store_ps(d, d0);
         _mm256_store_ps(d + 8, d1);
-        for (int j = 0; j < t.cols; ++j) push(best, d[j], t.first_col + j);
+        push_row(best, d, t);
     }
 }
 
@@ -151,7 +158,7 @@ __attribute__((target("avx512f"))) inline void tile_avx512(const Tile& t) {
         alignas(64) float d[32];
         _mm512_store_ps(d, d0);
         _mm512_store_ps(d + 16, d1);
-        for (int j = 0; j < t.cols; ++j) push(best, d[j], t.first_col + j);
+        push_row(best, d, t);
     }
 }
 #endif
@@ -227,14 +234,23 @@ inline void l2_top2_with(const cv::Mat& query, const cv::Mat& gallery, cv::Mat& 
     }
 }
 
-// The widest kernel this CPU runs.
-inline Kernel best_kernel() {
+struct NamedKernel {
+    const char* name;
+    Kernel kernel;
+};
+
+// The kernels this CPU runs, fastest first; the portable one is always last.
+inline std::vector<NamedKernel> available_kernels() {
+    std::vector<NamedKernel> k;
 #ifdef SIGHTLINE_NEAREST_X86
-    if (__builtin_cpu_supports("avx512f")) return {tile_avx512, 32};
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return {tile_avx2, 16};
+    if (__builtin_cpu_supports("avx512f")) k.push_back({"avx512", {tile_avx512, 32}});
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) k.push_back({"avx2", {tile_avx2, 16}});
 #endif
-    return {tile_portable<16>, 16};
+    k.push_back({"portable", {tile_portable<16>, 16}});
+    return k;
 }
+
+inline Kernel best_kernel() { return available_kernels().front().kernel; }
 
 }  // namespace nearest_detail
 
@@ -268,3 +284,5 @@ inline void nearest_two(const cv::Mat& query, const cv::Mat& gallery, cv::Mat& d
 }
 
 }  // namespace sightline
+
+#undef SIGHTLINE_NEAREST_X86  // internal to this header
