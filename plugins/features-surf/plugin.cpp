@@ -118,7 +118,7 @@ class SurfExtractor final : public sightline::FeatureExtractor {
 
     std::string signature() const override {
         std::ostringstream s;
-        s << "surf:v2;hessian_threshold=" << p_.hessian_threshold << ";octaves=" << p_.octaves
+        s << "surf:v3;hessian_threshold=" << p_.hessian_threshold << ";octaves=" << p_.octaves
           << ";intervals=" << p_.intervals << ";init_step=" << p_.init_step
           << ";extended=" << p_.extended << ";upright=" << p_.upright
           << ";max_features=" << p_.max_features << ";sign_weight=" << p_.sign_weight

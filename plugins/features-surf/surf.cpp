@@ -26,26 +26,76 @@ class Integral {
     int width() const { return w_; }
     int height() const { return h_; }
 
-    // Sum of the w x h box with top-left pixel (x, y); the box must lie inside the image.
-    double box(int x, int y, int w, int h) const {
-        const double* top = p_ + static_cast<std::size_t>(y) * stride_;
-        const double* bottom = p_ + static_cast<std::size_t>(y + h) * stride_;
-        return bottom[x + w] - top[x + w] - bottom[x] + top[x];
+    // Row y of the integral image: entry x is the sum of the pixels above y and left of x.
+    const double* row(int y) const { return p_ + static_cast<std::size_t>(y) * stride_; }
+    // Haar wavelet responses of side 2r centred on the real point (x, y), in pixel coordinates
+    // (pixel i covers [i - 0.5, i + 0.5]), for any real r > 0. Within a pixel the integral image
+    // of a piecewise-constant image is bilinear, so interpolating it bilinearly gives the exact
+    // sum over a box with real corners: no rounding of the position or the size. Rounding moved
+    // the samples of the smallest blobs (s down to 1.6 px, their spacing) by up to a third of
+    // their spacing, rounded a 3.2 px wavelet to 4, and the integer wavelets were centred half
+    // a pixel up and left of their sample. The outside of the image counts as zero.
+    void haar(double x, double y, double r, double& dx, double& dy) const {
+        const double x0 = x + 0.5 - r, y0 = y + 0.5 - r;
+        std::array<int, 3> ix{}, iy{};
+        std::array<double, 3> fx{}, fy{};
+        for (std::size_t k = 0; k < 3; ++k) {
+            split(x0 + static_cast<double>(k) * r, w_, ix[k], fx[k]);
+            split(y0 + static_cast<double>(k) * r, h_, iy[k], fy[k]);
+        }
+        double s[3][3];  // [row][column]: the integral at (x0 + i r, y0 + j r)
+        for (std::size_t j = 0; j < 3; ++j) {
+            const double* r0 = p_ + static_cast<std::size_t>(iy[j]) * stride_;
+            const double* r1 = r0 + stride_;
+            for (std::size_t i = 0; i < 3; ++i) {
+                const auto c = static_cast<std::size_t>(ix[i]);
+                const double a = r0[c] + fx[i] * (r0[c + 1] - r0[c]);
+                const double b = r1[c] + fx[i] * (r1[c + 1] - r1[c]);
+                s[j][i] = a + fy[j] * (b - a);
+            }
+        }
+        const double right = s[2][2] - s[2][1] - s[0][2] + s[0][1];
+        const double left = s[2][1] - s[2][0] - s[0][1] + s[0][0];
+        const double bottom = s[2][2] - s[2][0] - s[1][2] + s[1][0];
+        const double top = s[1][2] - s[1][0] - s[0][2] + s[0][0];
+        dx = right - left;
+        dy = bottom - top;
     }
-    // The same, clipped to the image (the outside counts as zero).
-    double box_clamped(int x, int y, int w, int h) const {
-        const int x0 = std::clamp(x, 0, w_), y0 = std::clamp(y, 0, h_);
-        const int x1 = std::clamp(x + w, 0, w_), y1 = std::clamp(y + h, 0, h_);
-        if (x1 <= x0 || y1 <= y0) return 0;
-        return box(x0, y0, x1 - x0, y1 - y0);
-    }
-    // Haar wavelet responses of side 2r centred on (x, y): right minus left, bottom minus top.
-    void haar(int x, int y, int r, double& dx, double& dy) const {
-        dx = box_clamped(x, y - r, r, 2 * r) - box_clamped(x - r, y - r, r, 2 * r);
-        dy = box_clamped(x - r, y, 2 * r, r) - box_clamped(x - r, y - r, 2 * r, r);
+
+    // The integral at the n x n points (x0 + i step, y0 + j step) of a lattice, in pixel-edge
+    // coordinates (as haar()), row by row into `out`.
+    void lattice(double x0, double y0, double step, int n, double* out) const {
+        std::array<int, 64> ix{}, iy{};
+        std::array<double, 64> fx{}, fy{};
+        CV_Assert(n <= 64);
+        for (int k = 0; k < n; ++k) {
+            const auto uk = static_cast<std::size_t>(k);
+            split(x0 + k * step, w_, ix[uk], fx[uk]);
+            split(y0 + k * step, h_, iy[uk], fy[uk]);
+        }
+        for (int j = 0; j < n; ++j) {
+            const auto uj = static_cast<std::size_t>(j);
+            const double* r0 = p_ + static_cast<std::size_t>(iy[uj]) * stride_;
+            const double* r1 = r0 + stride_;
+            for (int i = 0; i < n; ++i) {
+                const auto ui = static_cast<std::size_t>(i);
+                const auto c = static_cast<std::size_t>(ix[ui]);
+                const double f = fx[ui];
+                out[j * n + i] = (r0[c] + f * (r0[c + 1] - r0[c])) * (1 - fy[uj]) +
+                                 (r1[c] + f * (r1[c + 1] - r1[c])) * fy[uj];
+            }
+        }
     }
 
   private:
+    // A pixel-edge coordinate clamped to [0, size] as the cell i it falls in and the fraction f
+    // across it (the integral image has size + 1 entries per axis).
+    static void split(double v, int size, int& i, double& f) {
+        v = std::clamp(v, 0.0, static_cast<double>(size));
+        i = std::min(static_cast<int>(v), size - 1);
+        f = v - i;
+    }
+
     cv::Mat sum_;
     const double* p_ = nullptr;
     std::size_t stride_ = 0;
@@ -73,32 +123,44 @@ struct Layer {
 
 // Area-normalised box approximations of Lxx, Lyy, Lxy, and det(H) = Dxx Dyy - (0.9 Dxy)^2.
 void compute_layer(const Integral& ii, Layer& layer) {
-    const int L = layer.size, half = (L - 1) / 2, l = L / 3;
-    const int W = ii.width(), H = ii.height();
+    const int L = layer.size, half = (L - 1) / 2, l = L / 3, m = (l - 1) / 2;
+    const int W = ii.width(), H = ii.height(), step = layer.step;
     layer.det.assign(static_cast<std::size_t>(layer.rows) * static_cast<std::size_t>(layer.cols),
                      0.f);
     layer.trace_sign.assign(layer.det.size(), 0);
     const double inv_area = 1.0 / (static_cast<double>(L) * L);
+    // The columns where the filter fits.
+    const int c0 = (half + step - 1) / step, c1 = std::min(layer.cols - 1, (W - 1 - half) / step);
     cv::parallel_for_(cv::Range(0, layer.rows), [&](const cv::Range& range) {
         for (int r = range.start; r < range.end; ++r) {
-            const int y = r * layer.step;
+            const int y = r * step;
             if (y - half < 0 || y + half >= H) continue;
-            for (int c = 0; c < layer.cols; ++c) {
-                const int x = c * layer.step;
-                if (x - half < 0 || x + half >= W) continue;
-                // Three lobes of l x (2l-1), weights +1 -2 +1: the whole band minus 3 x the middle.
-                const double dxx = ii.box(x - half, y - l + 1, L, 2 * l - 1) -
-                                   3 * ii.box(x - (l - 1) / 2, y - l + 1, l, 2 * l - 1);
-                const double dyy = ii.box(x - l + 1, y - half, 2 * l - 1, L) -
-                                   3 * ii.box(x - l + 1, y - (l - 1) / 2, 2 * l - 1, l);
-                const double dxy = ii.box(x - l, y - l, l, l) + ii.box(x + 1, y + 1, l, l) -
-                                   ii.box(x + 1, y - l, l, l) - ii.box(x - l, y + 1, l, l);
+            // The integral image rows each lobe starts and ends on (a box [x0, x1) x [y0, y1)
+            // sums to I(y1, x1) - I(y0, x1) - I(y1, x0) + I(y0, x0)).
+            const double *xx0 = ii.row(y - l + 1), *xx1 = ii.row(y + l);        // Dxx band
+            const double *yy0 = ii.row(y - half), *yy1 = ii.row(y + half + 1);  // Dyy band
+            const double *ym0 = ii.row(y - m), *ym1 = ii.row(y + m + 1);        // Dyy middle
+            const double *xy0 = ii.row(y - l), *xy1 = ii.row(y), *xy2 = ii.row(y + 1),
+                         *xy3 = ii.row(y + 1 + l);  // Dxy quadrants
+            auto box = [](const double* top, const double* bottom, int x0, int x1) {
+                return bottom[x1] - top[x1] - bottom[x0] + top[x0];
+            };
+            float* det = layer.det.data() +
+                         static_cast<std::size_t>(r) * static_cast<std::size_t>(layer.cols);
+            signed char* sign = layer.trace_sign.data() +
+                                static_cast<std::size_t>(r) * static_cast<std::size_t>(layer.cols);
+            for (int c = c0; c <= c1; ++c) {
+                const int x = c * step;
+                // Three lobes, weights +1 -2 +1: the whole band minus 3 x the middle.
+                const double dxx =
+                    box(xx0, xx1, x - half, x + half + 1) - 3 * box(xx0, xx1, x - m, x + m + 1);
+                const double dyy =
+                    box(yy0, yy1, x - l + 1, x + l) - 3 * box(ym0, ym1, x - l + 1, x + l);
+                const double dxy = box(xy0, xy1, x - l, x) + box(xy2, xy3, x + 1, x + 1 + l) -
+                                   box(xy0, xy1, x + 1, x + 1 + l) - box(xy2, xy3, x - l, x);
                 const double nxx = dxx * inv_area, nyy = dyy * inv_area, nxy = dxy * inv_area;
-                const std::size_t at =
-                    static_cast<std::size_t>(r) * static_cast<std::size_t>(layer.cols) +
-                    static_cast<std::size_t>(c);
-                layer.det[at] = static_cast<float>(nxx * nyy - 0.81 * nxy * nxy);
-                layer.trace_sign[at] = nxx + nyy >= 0 ? 1 : -1;
+                det[c] = static_cast<float>(nxx * nyy - 0.81 * nxy * nxy);
+                sign[c] = nxx + nyy >= 0 ? 1 : -1;
             }
         }
     });
@@ -184,70 +246,81 @@ void find_maxima(const std::vector<Layer>& layers, int octave, double threshold,
 
 constexpr double kPi = std::numbers::pi;
 
-// Dominant orientation: Haar responses (side 4s) at the samples of a disc of radius 6s, Gaussian
-// weighted (sigma 2s), summed inside a window of pi/3 slid around the circle; the longest sum wins.
+// atan2 to within 1e-5 radians (a minimax polynomial for atan on [0, 1]), for binning angles.
+double fast_atan2(double y, double x) {
+    const double ax = std::abs(x), ay = std::abs(y);
+    const double mx = std::max(ax, ay);
+    if (mx == 0) return 0;
+    const double z = std::min(ax, ay) / mx, z2 = z * z;
+    double a =
+        z * (0.9998660 + z2 * (-0.3302995 + z2 * (0.1801410 + z2 * (-0.0851330 + z2 * 0.0208351))));
+    if (ay > ax) a = kPi / 2 - a;
+    if (x < 0) a = kPi - a;
+    return y < 0 ? -a : a;
+}
+
+// Dominant orientation: Haar responses (side 4s) in a disc of radius 6s, Gaussian weighted
+// (sigma 2s), summed inside a window of pi/3 slid around the circle in steps of 5 degrees; the
+// longest sum gives the angle. The paper samples the disc every s; we sample it every s / 2
+// (441 responses instead of 113): the wavelets are 4s wide, so samples s apart alias, and the
+// angle moved with the sampling phase (median error against the ground truth on Oxford graf
+// 1-2, 20 degrees of viewpoint: 6.2 -> 5.8 degrees, errors over 20 degrees 15% -> 12%). The
+// samples and their wavelets' corners then lie on one lattice of spacing s / 2, whose integral
+// values are interpolated once (33 x 33 points), not 9 times per response.
 float orientation(const Integral& ii, const cv::Point2f& pt, float s) {
-    struct Sample {
-        double angle, dx, dy;
-    };
-    static const auto kGauss = [] {  // weights in units of s
-        std::array<std::array<double, 13>, 13> g{};
-        for (int i = -6; i <= 6; ++i)
-            for (int j = -6; j <= 6; ++j)
-                g[static_cast<std::size_t>(i + 6)][static_cast<std::size_t>(j + 6)] =
-                    std::exp(-(i * i + j * j) / 8.0);
+    constexpr int kR = 12;    // disc radius in samples (6s at s / 2)
+    constexpr int kHalf = 4;  // wavelet half side in samples (2s)
+    constexpr int kN = 2 * (kR + kHalf) + 1;
+    constexpr int kBins = 72;           // 5 degrees each: the window starts on a bin edge
+    constexpr int kWindow = kBins / 6;  // pi / 3
+    static const auto kGauss = [] {     // sigma 2s = 4 samples
+        std::array<double, (2 * kR + 1) * (2 * kR + 1)> g{};
+        for (int j = -kR; j <= kR; ++j)
+            for (int i = -kR; i <= kR; ++i)
+                g[static_cast<std::size_t>((j + kR) * (2 * kR + 1) + i + kR)] =
+                    i * i + j * j < kR * kR ? std::exp(-(i * i + j * j) / (2.0 * 16.0)) : 0.0;
         return g;
     }();
-    std::array<Sample, 113> samples;
-    std::size_t n = 0;
-    const int r = std::max(1, static_cast<int>(std::lround(2 * s)));
-    const int cx = static_cast<int>(std::lround(pt.x)), cy = static_cast<int>(std::lround(pt.y));
-    for (int i = -6; i <= 6; ++i)
-        for (int j = -6; j <= 6; ++j) {
-            if (i * i + j * j >= 36) continue;
-            double dx, dy;
-            ii.haar(cx + static_cast<int>(std::lround(i * s)),
-                    cy + static_cast<int>(std::lround(j * s)), r, dx, dy);
-            const double g =
-                kGauss[static_cast<std::size_t>(i + 6)][static_cast<std::size_t>(j + 6)];
-            dx *= g;
-            dy *= g;
-            samples[n++] = {std::atan2(dy, dx), dx, dy};
+    std::array<double, kN * kN> S;
+    const double h = 0.5 * s;
+    ii.lattice(pt.x + 0.5 - (kR + kHalf) * h, pt.y + 0.5 - (kR + kHalf) * h, h, kN, S.data());
+    auto at = [&](int i, int j) {  // lattice point of sample offset (i, j)
+        return S[static_cast<std::size_t>((j + kR + kHalf) * kN + i + kR + kHalf)];
+    };
+    std::array<double, kBins> bx{}, by{};
+    for (int j = -kR; j <= kR; ++j)
+        for (int i = -kR; i <= kR; ++i) {
+            const double g = kGauss[static_cast<std::size_t>((j + kR) * (2 * kR + 1) + i + kR)];
+            if (g == 0) continue;
+            const int l = i - kHalf, r = i + kHalf, t = j - kHalf, b = j + kHalf;
+            const double right = at(r, b) - at(i, b) - at(r, t) + at(i, t);
+            const double left = at(i, b) - at(l, b) - at(i, t) + at(l, t);
+            const double bottom = at(r, b) - at(l, b) - at(r, j) + at(l, j);
+            const double top = at(r, j) - at(l, j) - at(r, t) + at(l, t);
+            const double dx = g * (right - left), dy = g * (bottom - top);
+            if (dx == 0 && dy == 0) continue;
+            // Bin k holds the angles [-pi + k 5deg, -pi + (k + 1) 5deg).
+            auto k = static_cast<int>(std::floor((fast_atan2(dy, dx) + kPi) * kBins / (2 * kPi)));
+            k = std::clamp(k, 0, kBins - 1);
+            bx[static_cast<std::size_t>(k)] += dx;
+            by[static_cast<std::size_t>(k)] += dy;
         }
-    // Samples sorted by angle and repeated one turn later, with prefix sums, so each window's sum
-    // is a difference of two prefix sums.
-    std::sort(samples.begin(), samples.begin() + static_cast<std::ptrdiff_t>(n),
-              [](const Sample& a, const Sample& b) { return a.angle < b.angle; });
-    std::array<double, 2 * 113 + 1> ang_of{}, cum_x{}, cum_y{};
-    for (std::size_t k = 0; k < 2 * n; ++k) {
-        const Sample& smp = samples[k % n];
-        ang_of[k] = smp.angle + (k >= n ? 2 * kPi : 0.0);
-        cum_x[k + 1] = cum_x[k] + smp.dx;
-        cum_y[k + 1] = cum_y[k] + smp.dy;
+    double best_len = -1, best_x = 0, best_y = 0;
+    for (int w = 0; w < kBins; ++w) {
+        double sx = 0, sy = 0;
+        for (int k = w; k < w + kWindow; ++k) {
+            sx += bx[static_cast<std::size_t>(k % kBins)];
+            sy += by[static_cast<std::size_t>(k % kBins)];
+        }
+        if (sx * sx + sy * sy > best_len) {
+            best_len = sx * sx + sy * sy;
+            best_x = sx;
+            best_y = sy;
+        }
     }
-    auto first_at_or_after = [&](double a) {
-        return static_cast<std::size_t>(
-            std::lower_bound(ang_of.begin(), ang_of.begin() + static_cast<std::ptrdiff_t>(2 * n),
-                             a) -
-            ang_of.begin());
-    };
-    constexpr int kWindows = 72;  // the window start advances 5 degrees at a time
-    std::array<double, kWindows> len{}, ang{};
-    for (int w = 0; w < kWindows && n > 0; ++w) {
-        const double start = -kPi + 2 * kPi * w / kWindows;
-        const std::size_t from = first_at_or_after(start), to = first_at_or_after(start + kPi / 3);
-        const double sx = cum_x[to] - cum_x[from], sy = cum_y[to] - cum_y[from];
-        len[static_cast<std::size_t>(w)] = sx * sx + sy * sy;
-        ang[static_cast<std::size_t>(w)] = std::atan2(sy, sx);
-    }
-    auto degrees = [](double rad) {
-        double deg = rad * 180.0 / kPi;
-        if (deg < 0) deg += 360.0;
-        return deg >= 360.0 ? 0.f : static_cast<float>(deg);
-    };
-    const auto best =
-        static_cast<std::size_t>(std::max_element(len.begin(), len.end()) - len.begin());
-    return degrees(ang[best]);
+    double deg = std::atan2(best_y, best_x) * 180.0 / kPi;
+    if (deg < 0) deg += 360.0;
+    return deg >= 360.0 ? 0.f : static_cast<float>(deg);
 }
 
 // 4x4 sub-regions over a square of side 24s turned to the keypoint's angle, each summing Haar
@@ -259,18 +332,24 @@ float orientation(const Integral& ii, const cv::Point2f& pt, float s) {
 // the paper's original has disjoint 5x5 samples and one Gaussian of sigma 3.3s.
 void describe(const Integral& ii, const cv::KeyPoint& kp, float s, bool extended, float* out) {
     constexpr int kSide = 24;  // sample positions per axis, at (k - 11.5) s
-    static const auto kWeights = [] {
-        // Per axis: weight of sample k in sub-region q (0 when outside its 9 samples).
-        std::array<std::array<double, 4>, kSide> w{};
+    struct Taps {  // per axis, the sub-regions (one or two) sample k falls in, and its weights
+        int n = 0;
+        std::array<int, 2> q{};
+        std::array<double, 2> w{};
+    };
+    static const auto kTaps = [] {
+        std::array<Taps, kSide> t{};
         for (int k = 0; k < kSide; ++k)
             for (int q = 0; q < 4; ++q) {
                 const double centre = (q - 1.5) * 5.0, u = k - 11.5;
-                w[static_cast<std::size_t>(k)][static_cast<std::size_t>(q)] =
-                    std::abs(u - centre) <= 4.5
-                        ? std::exp(-(u - centre) * (u - centre) / (2 * 2.5 * 2.5))
-                        : 0.0;
+                if (std::abs(u - centre) > 4.5) continue;
+                Taps& tk = t[static_cast<std::size_t>(k)];
+                tk.q[static_cast<std::size_t>(tk.n)] = q;
+                tk.w[static_cast<std::size_t>(tk.n)] =
+                    std::exp(-(u - centre) * (u - centre) / (2 * 2.5 * 2.5));
+                ++tk.n;
             }
-        return w;
+        return t;
     }();
     static const auto kRegionWeights = [] {
         std::array<double, 16> w{};
@@ -283,24 +362,21 @@ void describe(const Integral& ii, const cv::KeyPoint& kp, float s, bool extended
     const int per_region = extended ? 8 : 4;
     std::array<double, 128> acc{};
     const double theta = kp.angle * kPi / 180.0, co = std::cos(theta), si = std::sin(theta);
-    const int r = std::max(1, static_cast<int>(std::lround(s)));
     for (int k = 0; k < kSide; ++k) {  // along the keypoint's x axis
-        const auto& wk = kWeights[static_cast<std::size_t>(k)];
+        const Taps& tk = kTaps[static_cast<std::size_t>(k)];
         for (int m = 0; m < kSide; ++m) {  // along its y axis
-            const auto& wm = kWeights[static_cast<std::size_t>(m)];
+            const Taps& tm = kTaps[static_cast<std::size_t>(m)];
             const double u = (k - 11.5) * s, v = (m - 11.5) * s;
-            const int x = static_cast<int>(std::lround(kp.pt.x + u * co - v * si));
-            const int y = static_cast<int>(std::lround(kp.pt.y + u * si + v * co));
             double dx, dy;
-            ii.haar(x, y, r, dx, dy);
+            ii.haar(kp.pt.x + u * co - v * si, kp.pt.y + u * si + v * co, s, dx, dy);
             const double rx = dx * co + dy * si, ry = -dx * si + dy * co;
-            for (int qi = 0; qi < 4; ++qi) {
-                if (wk[static_cast<std::size_t>(qi)] == 0) continue;
-                for (int qj = 0; qj < 4; ++qj) {
+            for (int a = 0; a < tk.n; ++a)
+                for (int b = 0; b < tm.n; ++b) {
                     const double g =
-                        wk[static_cast<std::size_t>(qi)] * wm[static_cast<std::size_t>(qj)];
-                    if (g == 0) continue;
-                    double* cell = acc.data() + (qj * 4 + qi) * per_region;
+                        tk.w[static_cast<std::size_t>(a)] * tm.w[static_cast<std::size_t>(b)];
+                    double* cell = acc.data() + (tm.q[static_cast<std::size_t>(b)] * 4 +
+                                                 tk.q[static_cast<std::size_t>(a)]) *
+                                                    per_region;
                     const double gx = g * rx, gy = g * ry;
                     if (!extended) {
                         cell[0] += gx;
@@ -309,15 +385,14 @@ void describe(const Integral& ii, const cv::KeyPoint& kp, float s, bool extended
                         cell[3] += std::abs(gy);
                     } else {
                         // Sums of dx split by the sign of dy, and of dy by the sign of dx.
-                        double* a = cell + (ry < 0 ? 0 : 2);
-                        a[0] += gx;
-                        a[1] += std::abs(gx);
-                        double* b = cell + (rx < 0 ? 4 : 6);
-                        b[0] += gy;
-                        b[1] += std::abs(gy);
+                        double* pa = cell + (ry < 0 ? 0 : 2);
+                        pa[0] += gx;
+                        pa[1] += std::abs(gx);
+                        double* pb = cell + (rx < 0 ? 4 : 6);
+                        pb[0] += gy;
+                        pb[1] += std::abs(gy);
                     }
                 }
-            }
         }
     }
     const int dims = 16 * per_region;

@@ -85,7 +85,7 @@ Host* Recognition::host_ = nullptr;
 
 TEST_F(Recognition, UsesTheDefaultPipeline) {
     EXPECT_EQ(host_->default_pipeline(), "surf");
-    EXPECT_THAT(pipeline().signature(), HasSubstr("surf:v2"));
+    EXPECT_THAT(pipeline().signature(), HasSubstr("surf:v3"));
     EXPECT_THAT(pipeline().signature(), HasSubstr("max_features=500"));
     EXPECT_EQ(pipeline().settings().working_size, 1536);
     EXPECT_EQ(pipeline().settings().max_upscale, 1.5);
