@@ -61,7 +61,7 @@ const std::array<ConfigKey, 7> kPipelineKeys{{
     {.name = "clahe", .type = ConfigType::number, .default_value = "0", .min = 0, .max = 40,
      .description = "CLAHE clip limit for local contrast equalisation before extraction (0: off)"},
 }};
-const std::array<ConfigKey, 11> kVerifyKeys{{
+const std::array<ConfigKey, 13> kVerifyKeys{{
     {.name = "candidates", .type = ConfigType::integer, .default_value = "8", .min = 1, .max = 1000,
      .description = "index candidates checked by RANSAC"},
     {.name = "min_inliers", .type = ConfigType::integer, .default_value = "15", .min = 4, .max = 100000,
@@ -86,6 +86,11 @@ const std::array<ConfigKey, 11> kVerifyKeys{{
     {.name = "estimator", .type = ConfigType::string, .default_value = "usac", .choices = "usac|magsac|ransac",
      .description = "homography estimation: OpenCV's USAC (local optimisation, degeneracy checks), USAC with "
                     "MAGSAC++ scoring, or classic RANSAC"},
+    {.name = "rectify_min_inliers", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 100000,
+     .description = "a candidate with at least this many inliers, but fewer than min_inliers, is looked at "
+                    "again in the photo warped into its reference's frame (0: never)"},
+    {.name = "rectify_radius", .type = ConfigType::number, .default_value = "6", .min = 0.5, .max = 100,
+     .description = "in that second look, a feature matches only within this many reference pixels of its partner"},
 }};
 const std::array<ConfigKey, 2> kLoggingKeys{{
     {.name = "level", .type = ConfigType::string, .default_value = "info", .choices = "trace|debug|info|warn|error|off",
@@ -247,7 +252,16 @@ std::vector<std::string> check_config(const LoadedConfig& c, const PluginRegistr
                 }
             }
             check_plugin_section(c, registry, PluginKind::index, p["index"], path + ".index", errors);
-            if (p["verify"]) validate_section(p["verify"], kVerifyKeys, c.file, path + ".verify", {}, errors);
+            if (p["verify"]) {
+                const std::size_t before = errors.size();
+                validate_section(p["verify"], kVerifyKeys, c.file, path + ".verify", {}, errors);
+                const auto vs = section(c, p["verify"], path + ".verify", kVerifyKeys);
+                if (errors.size() == before && vs.get_int("rectify_min_inliers") > 0 &&
+                    vs.get_int("rectify_min_inliers") >= vs.get_int("min_inliers"))
+                    errors.push_back(vs.where("rectify_min_inliers") + ": " + vs.key_path("rectify_min_inliers") + ": " +
+                                     std::to_string(vs.get_int("rectify_min_inliers")) + " must be below min_inliers (" +
+                                     std::to_string(vs.get_int("min_inliers")) + "), or 0 for no second look");
+            }
         }
     }
     if (root["default_pipeline"]) {
@@ -328,6 +342,8 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
         s.verify.estimator = estimator == "ransac"   ? Estimator::ransac
                              : estimator == "magsac" ? Estimator::magsac
                                                      : Estimator::usac;
+        s.verify.rectify_min_inliers = static_cast<int>(vs.get_int("rectify_min_inliers"));
+        s.verify.rectify_radius = vs.get_double("rectify_radius");
         auto extractor = make_plugin<PluginKind::features>(config_, *registry_, p["features"], path + ".features",
                                                            metrics_, storages_);
         // Queries may extract differently (typically more features: the object is only part of the

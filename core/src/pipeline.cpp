@@ -361,36 +361,18 @@ std::vector<Correspondence> Pipeline::rematch(const Features& query, const ItemI
     return out;
 }
 
-std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features& query, const cv::Size& query_size,
-                                      double to_original) const {
-    const auto& v = settings_.verify;
-    const Candidate* cp = &candidate;
-    auto reject = [&](const char* why) -> std::optional<Match> {
-        log_->debug("candidate {} ({} correspondences) rejected: {}", cp->id, cp->correspondences.size(), why);
-        return std::nullopt;
-    };
-    std::shared_ptr<const ItemInfo> item;  // shared: verification copies no reference data
-    {
-        std::shared_lock lock(items_mutex_);
-        auto it = items_.find(candidate.id);
-        if (it == items_.end()) return reject("removed meanwhile");
-        item = it->second;
-    }
-    const ItemInfo& info = *item;
-    Candidate rematched;
-    if (v.rematch && !info.descriptors.empty()) {
-        rematched.id = candidate.id;
-        rematched.score = candidate.score;
-        rematched.correspondences = rematch(query, info);
-        cp = &rematched;
-    }
-    const Candidate& c = *cp;
-    if (c.correspondences.size() < static_cast<std::size_t>(std::max(4, v.min_inliers)))
-        return reject("fewer correspondences than min_inliers");
+namespace {
+
+struct Fit {
+    cv::Mat H;  // reference -> query working pixels; empty if none was found
+    int inliers = 0;
+};
+
+Fit fit_homography(const std::vector<Correspondence>& matches, const VerifyParams& v) {
     std::vector<cv::Point2f> src, dst;
-    src.reserve(c.correspondences.size());
-    dst.reserve(c.correspondences.size());
-    for (const auto& m : c.correspondences) {
+    src.reserve(matches.size());
+    dst.reserve(matches.size());
+    for (const auto& m : matches) {
         src.push_back(m.gallery);
         dst.push_back(m.query);
     }
@@ -398,8 +380,9 @@ std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features
     const int method = v.estimator == Estimator::ransac   ? cv::RANSAC
                        : v.estimator == Estimator::magsac ? cv::USAC_MAGSAC
                                                           : cv::USAC_ACCURATE;
-    cv::Mat H = cv::findHomography(src, dst, method, v.reprojection_error, mask, 2000, 0.995);
-    if (H.empty()) return reject("no homography");
+    Fit fit;
+    fit.H = cv::findHomography(src, dst, method, v.reprojection_error, mask, 2000, 0.995);
+    if (fit.H.empty()) return fit;
     // RANSAC's model comes from 4 points; refit on all inliers (least squares + Levenberg-Marquardt)
     // and re-collect them, so the outline is as good as every inlier makes it.
     for (int round = 0; round < 3; ++round) {
@@ -419,46 +402,203 @@ std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features
             refined_mask[i] = cv::norm(projected[i] - dst[i]) <= v.reprojection_error ? 1 : 0;
         if (cv::countNonZero(refined_mask) < cv::countNonZero(mask)) break;
         const bool same = refined_mask == mask;
-        H = refined;
+        fit.H = refined;
         mask = std::move(refined_mask);
         if (same) break;
     }
-    int inliers = cv::countNonZero(mask);
-    double ratio = static_cast<double>(inliers) / static_cast<double>(c.correspondences.size());
-    if (inliers < v.min_inliers || ratio < v.min_inlier_ratio) {
-        log_->debug("candidate {}: {} inliers of {} correspondences", c.id, inliers, c.correspondences.size());
-        return reject("too few inliers");
-    }
+    fit.inliers = cv::countNonZero(mask);
+    return fit;
+}
 
-    // Reject homographies that no photo of a flat object could produce.
-    const float w = static_cast<float>(info.size.width), h = static_cast<float>(info.size.height);
-    std::vector<cv::Point2f> ref{{0, 0}, {w, 0}, {w, h}, {0, h}}, quad;
-    cv::perspectiveTransform(ref, quad, H);
+std::vector<cv::Point2f> outline(const cv::Mat& H, cv::Size ref) {
+    const float w = static_cast<float>(ref.width), h = static_cast<float>(ref.height);
+    std::vector<cv::Point2f> corners{{0, 0}, {w, 0}, {w, h}, {0, h}}, quad;
+    cv::perspectiveTransform(corners, quad, H);
+    return quad;
+}
+
+// Why no photo of a flat object could produce this homography, or nullptr if one could.
+const char* implausible(const cv::Mat& H, cv::Size ref, cv::Size query, const VerifyParams& v,
+                        const std::vector<cv::Point2f>& quad) {
+    const double w = ref.width, h = ref.height;
     for (const auto& p : quad)
-        if (!std::isfinite(p.x) || !std::isfinite(p.y)) return reject("outline at infinity");
+        if (!std::isfinite(p.x) || !std::isfinite(p.y)) return "outline at infinity";
     // A perspective image of a plane stays on one side of the horizon: all denominators positive.
-    for (const auto& p : ref) {
+    for (const auto& p :
+         {cv::Point2d(0, 0), cv::Point2d(w, 0), cv::Point2d(w, h), cv::Point2d(0, h)}) {
         double den = H.at<double>(2, 0) * p.x + H.at<double>(2, 1) * p.y + H.at<double>(2, 2);
-        if (den <= 0) return reject("outline crosses the horizon");
+        if (den <= 0) return "outline crosses the horizon";
     }
-    if (!cv::isContourConvex(quad)) return reject("outline not convex");  // also self-crossing ones
+    if (!cv::isContourConvex(quad)) return "outline not convex";  // also self-crossing ones
     const double area = std::abs(cv::contourArea(quad));
-    const double query_area = static_cast<double>(query_size.area());
-    if (area < v.min_area * query_area) return reject("outline too small");
-    const double scale = std::sqrt(area / (static_cast<double>(w) * h));
-    if (scale > v.max_scale_change || scale < 1.0 / v.max_scale_change) return reject("scale change too large");
+    if (area < v.min_area * static_cast<double>(query.area())) return "outline too small";
+    const double scale = std::sqrt(area / (w * h));
+    if (scale > v.max_scale_change || scale < 1.0 / v.max_scale_change)
+        return "scale change too large";
     const double top = side(quad[0], quad[1]), right = side(quad[1], quad[2]), bottom = side(quad[2], quad[3]),
                  left = side(quad[3], quad[0]);
-    if (std::min({top, right, bottom, left}) < 1e-3) return reject("degenerate outline");
+    if (std::min({top, right, bottom, left}) < 1e-3) return "degenerate outline";
     if (std::max(top, bottom) / std::min(top, bottom) > v.max_side_ratio ||
         std::max(left, right) / std::min(left, right) > v.max_side_ratio)
-        return reject("perspective too extreme");
-    const double aspect = ((top + bottom) / (left + right)) / (static_cast<double>(w) / h);
-    if (aspect > v.max_aspect_change || aspect < 1.0 / v.max_aspect_change) return reject("aspect change too large");
+        return "perspective too extreme";
+    const double aspect = ((top + bottom) / (left + right)) / (w / h);
+    if (aspect > v.max_aspect_change || aspect < 1.0 / v.max_aspect_change)
+        return "aspect change too large";
+    return nullptr;
+}
+
+}  // namespace
+
+std::vector<Correspondence> Pipeline::rectified_matches(const cv::Mat& work, const cv::Mat& H,
+                                                        const ItemInfo& item) const {
+    std::vector<Correspondence> out;
+    if (item.descriptors.rows < 2 ||
+        item.points.size() != static_cast<std::size_t>(item.descriptors.rows))
+        return out;
+    const auto quad = outline(H, item.size);
+    const cv::Rect box = cv::boundingRect(quad) & cv::Rect(0, 0, work.cols, work.rows);
+    if (box.width < 2 || box.height < 2) return out;
+    // Only the part of the photo under the outline is read; shrinking it by more than ~1.5x
+    // without a low-pass would alias, so it is smoothed first in proportion.
+    cv::Mat source = work(box);
+    const double scale = std::sqrt(std::abs(cv::contourArea(quad)) / item.size.area());
+    if (scale > 1.5) {
+        cv::Mat smoothed;
+        cv::GaussianBlur(source, smoothed, cv::Size(), 0.5 * std::sqrt(scale * scale - 1));
+        source = smoothed;
+    }
+    const cv::Mat to_box = (cv::Mat_<double>(3, 3) << 1, 0, -box.x, 0, 1, -box.y, 0, 0, 1);
+    cv::Mat rectified;
+    cv::warpPerspective(source, rectified, to_box * H, item.size,
+                        cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_REPLICATE);
+    const Features found = extractor_->extract(rectified);
+    if (found.descriptors.rows < 1 || found.descriptors.type() != item.descriptors.type() ||
+        found.descriptors.cols != item.descriptors.cols ||
+        found.keypoints.size() != static_cast<std::size_t>(found.descriptors.rows))
+        return out;
+    cv::Mat dist, idx;
+    nearest_two(found.descriptors, item.descriptors, dist, idx);
+    const float ratio = static_cast<float>(settings_.verify.rematch_ratio);
+    const double radius = settings_.verify.rectify_radius;
+    std::vector<int> best_for(item.points.size(), -1);
+    std::vector<float> best_dist(item.points.size(), 0);
+    for (int r = 0; r < dist.rows; ++r) {
+        const float d1 = dist.at<float>(r, 0), d2 = dist.at<float>(r, 1);
+        const int nearest = idx.at<int>(r, 0);
+        if (nearest < 0 || idx.at<int>(r, 1) < 0 || d1 >= ratio * d2) continue;
+        const auto t = static_cast<std::size_t>(nearest);
+        if (cv::norm(found.keypoints[static_cast<std::size_t>(r)].pt - item.points[t]) > radius)
+            continue;
+        if (best_for[t] < 0 || d1 < best_dist[t]) {
+            best_for[t] = r;
+            best_dist[t] = d1;
+        }
+    }
+    std::vector<cv::Point2f> in_reference;
+    std::vector<std::size_t> targets;
+    for (std::size_t t = 0; t < best_for.size(); ++t)
+        if (best_for[t] >= 0) {
+            in_reference.push_back(found.keypoints[static_cast<std::size_t>(best_for[t])].pt);
+            targets.push_back(t);
+        }
+    if (in_reference.empty()) return out;
+    std::vector<cv::Point2f> in_query;
+    cv::perspectiveTransform(in_reference, in_query, H);
+    for (std::size_t i = 0; i < targets.size(); ++i)
+        out.push_back({in_query[i], item.points[targets[i]], best_dist[targets[i]]});
+    return out;
+}
+
+std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features& query,
+                                      const cv::Mat& work, double to_original) const {
+    const auto& v = settings_.verify;
+    const Candidate* cp = &candidate;
+    auto reject = [&](const char* why) -> std::optional<Match> {
+        log_->debug("candidate {} ({} correspondences) rejected: {}", cp->id,
+                    cp->correspondences.size(), why);
+        return std::nullopt;
+    };
+    std::shared_ptr<const ItemInfo> item;  // shared: verification copies no reference data
+    {
+        std::shared_lock lock(items_mutex_);
+        auto it = items_.find(candidate.id);
+        if (it == items_.end()) return reject("removed meanwhile");
+        item = it->second;
+    }
+    const ItemInfo& info = *item;
+    Candidate rematched;
+    if (v.rematch && !info.descriptors.empty()) {
+        rematched.id = candidate.id;
+        rematched.score = candidate.score;
+        rematched.correspondences = rematch(query, info);
+        cp = &rematched;
+    }
+    const Candidate& c = *cp;
+    const bool rectify = v.rectify_min_inliers > 0 && v.rectify_min_inliers < v.min_inliers &&
+                         !info.descriptors.empty();
+    const int least = std::max(4, rectify ? v.rectify_min_inliers : v.min_inliers);
+    if (c.correspondences.size() < static_cast<std::size_t>(least))
+        return reject("fewer correspondences than min_inliers");
+    Fit fit = fit_homography(c.correspondences, v);
+    if (fit.H.empty()) return reject("no homography");
+    double ratio = static_cast<double>(fit.inliers) / static_cast<double>(c.correspondences.size());
+    if (fit.inliers < v.min_inliers || ratio < v.min_inlier_ratio) {
+        log_->debug("candidate {}: {} inliers of {} correspondences", c.id, fit.inliers,
+                    c.correspondences.size());
+        if (!rectify) return reject("too few inliers");
+        // Where the first look was too weak, rectify with the homography it found if that is
+        // plausible, else with a similarity (rotation, scale, shift): it needs two matches per
+        // hypothesis instead of four, so it still finds a handful of true matches among many false
+        // ones, where the homography then fits a wrong model (typically "crosses the horizon").
+        std::vector<cv::Mat> guesses;
+        if (fit.inliers >= v.rectify_min_inliers &&
+            !implausible(fit.H, info.size, work.size(), v, outline(fit.H, info.size)))
+            guesses.push_back(fit.H);
+        std::vector<cv::Point2f> src, dst;
+        for (const auto& m : c.correspondences) {
+            src.push_back(m.gallery);
+            dst.push_back(m.query);
+        }
+        std::vector<unsigned char> kept;
+        cv::Mat A = cv::estimateAffinePartial2D(src, dst, kept, cv::RANSAC, v.reprojection_error,
+                                                2000, 0.995, 10);
+        if (!A.empty() && cv::countNonZero(kept) >= v.rectify_min_inliers) {
+            cv::Mat S = cv::Mat::eye(3, 3, CV_64F);
+            A.copyTo(S.rowRange(0, 2));
+            if (!implausible(S, info.size, work.size(), v, outline(S, info.size)))
+                guesses.push_back(S);
+        }
+        if (guesses.empty()) return reject("too few inliers");
+        std::optional<Fit> second;
+        // A guess that finds some but too few matches is refined once: the homography of those
+        // matches rectifies better than the guess did.
+        for (std::size_t g = 0; g < guesses.size() && g < 4 && !second; ++g) {
+            const auto found = rectified_matches(work, guesses[g], info);
+            log_->debug("candidate {}: {} matches in the rectified photo", c.id, found.size());
+            if (found.size() < static_cast<std::size_t>(std::max(4, v.rectify_min_inliers)))
+                continue;
+            Fit f = fit_homography(found, v);
+            if (f.H.empty()) continue;
+            const double r = static_cast<double>(f.inliers) / static_cast<double>(found.size());
+            log_->debug("candidate {}: {} inliers of {} matches in the rectified photo", c.id,
+                        f.inliers, found.size());
+            if (f.inliers >= v.min_inliers && r >= v.min_inlier_ratio) {
+                second = std::move(f);
+                ratio = r;
+            } else if (f.inliers >= v.rectify_min_inliers && guesses.size() < 4 &&
+                       !implausible(f.H, info.size, work.size(), v, outline(f.H, info.size))) {
+                guesses.push_back(f.H);
+            }
+        }
+        if (!second) return reject("too few inliers after rectifying");
+        fit = std::move(*second);
+    }
+    const auto quad = outline(fit.H, info.size);
+    if (const char* why = implausible(fit.H, info.size, work.size(), v, quad)) return reject(why);
 
     Match m;
     m.id = c.id;
-    m.inliers = inliers;
+    m.inliers = fit.inliers;
     m.score = ratio;
     for (int i = 0; i < 4; ++i) m.polygon[static_cast<std::size_t>(i)] = quad[static_cast<std::size_t>(i)] * static_cast<float>(to_original);
     m.metadata_json = info.metadata;
@@ -493,7 +633,8 @@ Result Pipeline::recognize_or_throw(const Request& request) const {
 
     t = Clock::now();
     for (const auto& c : candidates)
-        if (auto m = verify(c, features, work.size(), to_original)) result.matches.push_back(std::move(*m));
+        if (auto m = verify(c, features, work, to_original))
+            result.matches.push_back(std::move(*m));
     std::sort(result.matches.begin(), result.matches.end(),
               [](const Match& a, const Match& b) { return a.inliers != b.inliers ? a.inliers > b.inliers : a.id < b.id; });
     auto px = client_number(request, "pos_x"), py = client_number(request, "pos_y");

@@ -154,6 +154,25 @@ TEST_F(ConfigTest, HostRefusesAnInvalidConfigWithTheSameMessage) {
     EXPECT_FALSE(fs::exists(dir_ / "store"));
 }
 
+TEST_F(ConfigTest, RectifyBelowMinInliers) {
+    auto errors = check(
+        config_text({"type: orb"},
+                    "    verify: { min_inliers: 10,\n              rectify_min_inliers: 10 }\n"));
+    ASSERT_EQ(errors.size(), 1u) << join(errors);
+    EXPECT_THAT(errors[0], HasSubstr("cfg.yaml:12"));
+    EXPECT_THAT(
+        errors[0],
+        HasSubstr("pipelines.orb.verify.rectify_min_inliers: 10 must be below min_inliers (10)"));
+    EXPECT_TRUE(check(config_text({"type: orb"},
+                                  "    verify: { min_inliers: 10, rectify_min_inliers: 5 }\n"))
+                    .empty());
+    // min_inliers' default (15) counts when the key is absent.
+    EXPECT_TRUE(
+        check(config_text({"type: orb"}, "    verify: { rectify_min_inliers: 14 }\n")).empty());
+    EXPECT_EQ(check(config_text({"type: orb"}, "    verify: { rectify_min_inliers: 15 }\n")).size(),
+              1u);
+}
+
 TEST_F(ConfigTest, SeveralProblemsAreAllReported) {
     auto text = config_text({"type: orb", "max_feature: 1", "levels: many"}, "limits: { queue: 0 }\n");
     Error e = capture_error([&] { Host host(load_config_text(text, "cfg.yaml")); });

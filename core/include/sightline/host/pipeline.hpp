@@ -38,6 +38,14 @@ struct VerifyParams {
     bool rematch = true;
     double rematch_ratio = 0.8;
     Estimator estimator = Estimator::usac;
+    // Second look at a candidate whose homography has at least rectify_min_inliers inliers but
+    // not enough to accept (0: off): the photo is warped into the reference's frame with that
+    // homography, features are extracted there with the gallery's extractor and matched to the
+    // reference's, and a match counts only if it lands within rectify_radius reference pixels of
+    // its partner. A blurred, tilted, hazy object repeats far more of its reference keypoints once
+    // its perspective and scale are undone; a chance homography finds next to nothing there.
+    int rectify_min_inliers = 0;
+    double rectify_radius = 6.0;
 };
 
 struct PipelineSettings {
@@ -127,8 +135,11 @@ private:
     RecordState ensure_indexed(Gallery& gallery, const std::string& id);
     void normalise(cv::Mat& gray) const;
     Index& index() const;  // throws if the host was built without indexes
-    std::optional<Match> verify(const Candidate& c, const Features& query, const cv::Size& query_size,
+    std::optional<Match> verify(const Candidate& c, const Features& query, const cv::Mat& work,
                                 double to_original) const;
+    // Correspondences (query point, reference point) found in the photo rectified by H.
+    std::vector<Correspondence> rectified_matches(const cv::Mat& work, const cv::Mat& H,
+                                                  const ItemInfo& item) const;
     std::vector<Correspondence> rematch(const Features& query, const ItemInfo& item) const;
 
     std::string name_;
