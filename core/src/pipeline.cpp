@@ -333,10 +333,14 @@ bool Pipeline::remove(const std::string& id) {
     return removed;
 }
 
-std::vector<Correspondence> Pipeline::rematch(const Features& query, const ItemInfo& item) const {
+std::vector<Correspondence> Pipeline::rematch(const Features& query, const ItemInfo& item,
+                                              double radius) const {
     std::vector<Correspondence> out;
-    if (query.descriptors.empty() || item.descriptors.rows < 2 || query.descriptors.type() != item.descriptors.type() ||
-        query.descriptors.cols != item.descriptors.cols)
+    if (query.descriptors.empty() || item.descriptors.rows < 2 ||
+        query.descriptors.type() != item.descriptors.type() ||
+        query.descriptors.cols != item.descriptors.cols ||
+        query.keypoints.size() != static_cast<std::size_t>(query.descriptors.rows) ||
+        item.points.size() != static_cast<std::size_t>(item.descriptors.rows))
         return out;
     cv::Mat dist, idx;  // per query row: the two nearest item rows and their distances
     nearest_two(query.descriptors, item.descriptors, dist, idx);
@@ -350,6 +354,9 @@ std::vector<Correspondence> Pipeline::rematch(const Features& query, const ItemI
         const int nearest = idx.at<int>(r, 0);
         if (nearest < 0 || idx.at<int>(r, 1) < 0 || d1 >= ratio * d2) continue;
         auto t = static_cast<std::size_t>(nearest);
+        if (radius > 0 &&
+            cv::norm(query.keypoints[static_cast<std::size_t>(r)].pt - item.points[t]) > radius)
+            continue;
         if (best_for[t] < 0 || d1 < best_dist[t]) {
             best_for[t] = r;
             best_dist[t] = d1;
@@ -357,7 +364,8 @@ std::vector<Correspondence> Pipeline::rematch(const Features& query, const ItemI
     }
     for (std::size_t t = 0; t < best_for.size(); ++t)
         if (best_for[t] >= 0)
-            out.push_back({query.keypoints[static_cast<std::size_t>(best_for[t])].pt, item.points[t], best_dist[t]});
+            out.push_back({query.keypoints[static_cast<std::size_t>(best_for[t])].pt,
+                           item.points[t], best_dist[t]});
     return out;
 }
 
@@ -451,13 +459,10 @@ const char* implausible(const cv::Mat& H, cv::Size ref, cv::Size query, const Ve
 
 std::vector<Correspondence> Pipeline::rectified_matches(const cv::Mat& work, const cv::Mat& H,
                                                         const ItemInfo& item) const {
-    std::vector<Correspondence> out;
-    if (item.descriptors.rows < 2 ||
-        item.points.size() != static_cast<std::size_t>(item.descriptors.rows))
-        return out;
+    if (item.descriptors.rows < 2) return {};
     const auto quad = outline(H, item.size);
     const cv::Rect box = cv::boundingRect(quad) & cv::Rect(0, 0, work.cols, work.rows);
-    if (box.width < 2 || box.height < 2) return out;
+    if (box.width < 2 || box.height < 2) return {};
     // Only the part of the photo under the outline is read; shrinking it by more than ~1.5x
     // without a low-pass would alias, so it is smoothed first in proportion.
     cv::Mat source = work(box);
@@ -471,41 +476,13 @@ std::vector<Correspondence> Pipeline::rectified_matches(const cv::Mat& work, con
     cv::Mat rectified;
     cv::warpPerspective(source, rectified, to_box * H, item.size,
                         cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_REPLICATE);
-    const Features found = extractor_->extract(rectified);
-    if (found.descriptors.rows < 1 || found.descriptors.type() != item.descriptors.type() ||
-        found.descriptors.cols != item.descriptors.cols ||
-        found.keypoints.size() != static_cast<std::size_t>(found.descriptors.rows))
-        return out;
-    cv::Mat dist, idx;
-    nearest_two(found.descriptors, item.descriptors, dist, idx);
-    const float ratio = static_cast<float>(settings_.verify.rematch_ratio);
-    const double radius = settings_.verify.rectify_radius;
-    std::vector<int> best_for(item.points.size(), -1);
-    std::vector<float> best_dist(item.points.size(), 0);
-    for (int r = 0; r < dist.rows; ++r) {
-        const float d1 = dist.at<float>(r, 0), d2 = dist.at<float>(r, 1);
-        const int nearest = idx.at<int>(r, 0);
-        if (nearest < 0 || idx.at<int>(r, 1) < 0 || d1 >= ratio * d2) continue;
-        const auto t = static_cast<std::size_t>(nearest);
-        if (cv::norm(found.keypoints[static_cast<std::size_t>(r)].pt - item.points[t]) > radius)
-            continue;
-        if (best_for[t] < 0 || d1 < best_dist[t]) {
-            best_for[t] = r;
-            best_dist[t] = d1;
-        }
-    }
-    std::vector<cv::Point2f> in_reference;
-    std::vector<std::size_t> targets;
-    for (std::size_t t = 0; t < best_for.size(); ++t)
-        if (best_for[t] >= 0) {
-            in_reference.push_back(found.keypoints[static_cast<std::size_t>(best_for[t])].pt);
-            targets.push_back(t);
-        }
-    if (in_reference.empty()) return out;
-    std::vector<cv::Point2f> in_query;
+    // Matched in the reference's frame, then carried into the photo's by H.
+    auto out = rematch(extractor_->extract(rectified), item, settings_.verify.rectify_radius);
+    if (out.empty()) return out;
+    std::vector<cv::Point2f> in_reference, in_query;
+    for (const auto& m : out) in_reference.push_back(m.query);
     cv::perspectiveTransform(in_reference, in_query, H);
-    for (std::size_t i = 0; i < targets.size(); ++i)
-        out.push_back({in_query[i], item.points[targets[i]], best_dist[targets[i]]});
+    for (std::size_t i = 0; i < out.size(); ++i) out[i].query = in_query[i];
     return out;
 }
 

@@ -140,7 +140,10 @@ private:
     // Correspondences (query point, reference point) found in the photo rectified by H.
     std::vector<Correspondence> rectified_matches(const cv::Mat& work, const cv::Mat& H,
                                                   const ItemInfo& item) const;
-    std::vector<Correspondence> rematch(const Features& query, const ItemInfo& item) const;
+    // Per-candidate matching (ratio test, one query point per reference point); radius > 0 also
+    // requires both points within radius of each other (features in the reference's frame).
+    std::vector<Correspondence> rematch(const Features& query, const ItemInfo& item,
+                                        double radius = 0) const;
 
     std::string name_;
     std::shared_ptr<FeatureExtractor> extractor_;
