@@ -34,6 +34,14 @@ inline synth::Photo phone_photo(const std::filesystem::path& item, std::uint64_t
     return render_photo(item, seed, w, d);
 }
 
+// A hard photo: a third of the size, rotated 25°, tilted, blurred, noisy, dim, JPEG quality 55.
+// The first look at the right candidate finds 5-9 inliers, too few to accept; the second look in
+// the photo rectified into the reference's frame (verify.rectify_min_inliers) finds enough.
+inline synth::Photo hard_photo(const std::filesystem::path& item, std::uint64_t seed) {
+    return render_photo(item, seed, {.scale = 0.3, .rotation_deg = 25, .tilt_x = 0.25},
+                        {.blur_sigma = 2.0, .noise_sigma = 6, .jpeg_quality = 55, .contrast = 0.6});
+}
+
 // An easy photo (large, slightly rotated, mild degradation) for tests about something other than
 // recognition quality: client fields, the CLI, the HTTP API.
 inline synth::Photo easy_photo(const std::filesystem::path& item, std::uint64_t seed = 9) {

@@ -415,22 +415,6 @@ TEST(Cli, IngestThenQueryPrintsTheRightId) {
 
 }  // namespace
 
-// A third of the size, tilted, blurred, noisy and dim: the first look at the right candidate finds
-// 5-9 inliers, too few to accept; the second look in the photo rectified into the reference's
-// frame (verify.rectify_min_inliers, on in the default config) finds enough.
-synth::Photo hard_photo(const fs::path& item, std::uint64_t seed) {
-    synth::Warp w;
-    w.scale = 0.3;
-    w.rotation_deg = 25;
-    w.tilt_x = 0.25;
-    synth::Degrade d;
-    d.blur_sigma = 2.0;
-    d.noise_sigma = 6;
-    d.jpeg_quality = 55;
-    d.contrast = 0.6;
-    return render_photo(item, seed, w, d);
-}
-
 TEST(Rectify, FindsHardPhotosTheFirstLookMisses) {
     Host& on = host_for("default.yaml");
     Host& off = host_for("default.yaml", "pipelines.surf.verify.rectify_min_inliers=0");
