@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Re-makes the shipped vocabulary config/vocabularies/orb-default.voc for config/scale-vocab.yaml's
-# ORB extractor, with `sightline vocab train`, on redistributable images from Debian packages:
+# Re-makes a shipped vocabulary with `sightline vocab train`, on redistributable images from Debian packages:
+#   scripts/train-vocabulary.sh [orb]  config/vocabularies/orb-default.voc for config/scale-vocab.yaml's ORB
+#                                      extractor (branching 16, depth 4)
+#   scripts/train-vocabulary.sh surf   config/vocabularies/surf-default.voc for config/scale-vocab-surf.yaml's
+#                                      SURF extractor, the default config's (branching 10, depth 4)
 # the wallpapers of plasma-workspace-wallpapers, mate-backgrounds, gnome-backgrounds and
 # ukui-wallpapers (GPL-2+, CC-BY-SA), and the sample images of opencv-doc (BSD/Apache) and
 # python3-skimage (BSD/public domain/CC0). None of the images the benchmarks query (endless-sky's
-# photographs) is among them. Usage: scripts/train-vocabulary.sh [extra `vocab train` options]
+# photographs) is among them. Usage: scripts/train-vocabulary.sh [orb|surf] [extra `vocab train` options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+kind=orb
+case "${1:-}" in orb | surf) kind=$1; shift ;; esac
+if [ "$kind" = surf ]; then
+  config=config/scale-vocab-surf.yaml out=surf-default.voc branching=10 depth=4
+else
+  config=config/scale-vocab.yaml out=orb-default.voc branching=16 depth=4
+fi
 packages=(plasma-workspace-wallpapers mate-backgrounds gnome-backgrounds ukui-wallpapers opencv-doc python3-skimage)
 missing=()
 for p in "${packages[@]}"; do
@@ -33,5 +43,6 @@ for f in /usr/share/backgrounds/*.{jpg,png} /usr/share/backgrounds/mate/*/*.{jpg
   [ -f "$f" ] && link "$f"
 done
 echo "==> $n training images"
-exec "${BUILD_DIR:-build}/bin/sightline" --config config/scale-vocab.yaml vocab train --from "$dir" \
-  --out "${VOCAB_OUT:-orb-default.voc}" --branching 16 --depth "${VOCAB_DEPTH:-4}" --crops 6 --max-samples 600000 "$@"
+exec "${BUILD_DIR:-build}/bin/sightline" --config "$config" vocab train --from "$dir" \
+  --out "${VOCAB_OUT:-$out}" --branching "${VOCAB_BRANCHING:-$branching}" --depth "${VOCAB_DEPTH:-$depth}" \
+  --crops "${VOCAB_CROPS:-6}" --max-samples "${VOCAB_SAMPLES:-600000}" "$@"
