@@ -81,7 +81,9 @@ protected:
         if (!fs::is_directory(start, ec)) return keys;
         for (fs::recursive_directory_iterator it(start, ec), end; !ec && it != end; it.increment(ec)) {
             if (!it->is_regular_file(ec)) continue;
-            std::string key = fs::relative(it->path(), archive()).generic_string();
+            // Lexical: fs::relative resolves the path and throws when the background writer
+            // renames a temp file away between the walk and this line.
+            std::string key = it->path().lexically_relative(archive()).generic_string();
             if (key.find("~tmp~") == std::string::npos) keys.push_back(key);
         }
         std::sort(keys.begin(), keys.end());
