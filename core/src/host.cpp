@@ -256,11 +256,13 @@ std::vector<std::string> check_config(const LoadedConfig& c, const PluginRegistr
                 const std::size_t before = errors.size();
                 validate_section(p["verify"], kVerifyKeys, c.file, path + ".verify", {}, errors);
                 const auto vs = section(c, p["verify"], path + ".verify", kVerifyKeys);
-                if (errors.size() == before && vs.get_int("rectify_min_inliers") > 0 &&
-                    vs.get_int("rectify_min_inliers") >= vs.get_int("min_inliers"))
-                    errors.push_back(vs.where("rectify_min_inliers") + ": " + vs.key_path("rectify_min_inliers") + ": " +
-                                     std::to_string(vs.get_int("rectify_min_inliers")) + " must be below min_inliers (" +
-                                     std::to_string(vs.get_int("min_inliers")) + "), or 0 for no second look");
+                if (errors.size() == before) {
+                    const auto second = vs.get_int("rectify_min_inliers"), least = vs.get_int("min_inliers");
+                    if (second > 0 && second >= least)
+                        errors.push_back(vs.where("rectify_min_inliers") + ": " + vs.key_path("rectify_min_inliers") +
+                                         ": " + std::to_string(second) + " must be below min_inliers (" +
+                                         std::to_string(least) + "), or 0 for no second look");
+                }
             }
         }
     }

@@ -371,24 +371,25 @@ std::vector<Correspondence> Pipeline::rematch(const Features& query, const ItemI
 
 namespace {
 
-struct Fit {
-    cv::Mat H;  // reference -> query working pixels; empty if none was found
-    int inliers = 0;
-};
-
-Fit fit_homography(const std::vector<Correspondence>& matches, const VerifyParams& v) {
-    std::vector<cv::Point2f> src, dst;
+void split(const std::vector<Correspondence>& matches, std::vector<cv::Point2f>& src,
+           std::vector<cv::Point2f>& dst) {
     src.reserve(matches.size());
     dst.reserve(matches.size());
     for (const auto& m : matches) {
         src.push_back(m.gallery);
         dst.push_back(m.query);
     }
+}
+
+HomographyFit fit_homography(const std::vector<Correspondence>& matches, const VerifyParams& v) {
+    std::vector<cv::Point2f> src, dst;
+    split(matches, src, dst);
     std::vector<unsigned char> mask;
     const int method = v.estimator == Estimator::ransac   ? cv::RANSAC
                        : v.estimator == Estimator::magsac ? cv::USAC_MAGSAC
                                                           : cv::USAC_ACCURATE;
-    Fit fit;
+    HomographyFit fit;
+    fit.matches = matches.size();
     fit.H = cv::findHomography(src, dst, method, v.reprojection_error, mask, 2000, 0.995);
     if (fit.H.empty()) return fit;
     // RANSAC's model comes from 4 points; refit on all inliers (least squares + Levenberg-Marquardt)
@@ -418,6 +419,24 @@ Fit fit_homography(const std::vector<Correspondence>& matches, const VerifyParam
     return fit;
 }
 
+// A similarity (rotation, scale, shift) as a 3x3 matrix: it needs two matches per hypothesis
+// instead of a homography's four, so it still finds a handful of true matches among many false
+// ones, where the homography fits a wrong model (typically one that "crosses the horizon").
+HomographyFit fit_similarity(const std::vector<Correspondence>& matches, const VerifyParams& v) {
+    std::vector<cv::Point2f> src, dst;
+    split(matches, src, dst);
+    std::vector<unsigned char> kept;
+    HomographyFit fit;
+    fit.matches = matches.size();
+    const cv::Mat A = cv::estimateAffinePartial2D(src, dst, kept, cv::RANSAC, v.reprojection_error,
+                                                  2000, 0.995, 10);
+    if (A.empty()) return fit;
+    fit.H = cv::Mat::eye(3, 3, CV_64F);
+    A.copyTo(fit.H.rowRange(0, 2));
+    fit.inliers = cv::countNonZero(kept);
+    return fit;
+}
+
 std::vector<cv::Point2f> outline(const cv::Mat& H, cv::Size ref) {
     const float w = static_cast<float>(ref.width), h = static_cast<float>(ref.height);
     std::vector<cv::Point2f> corners{{0, 0}, {w, 0}, {w, h}, {0, h}}, quad;
@@ -426,8 +445,8 @@ std::vector<cv::Point2f> outline(const cv::Mat& H, cv::Size ref) {
 }
 
 // Why no photo of a flat object could produce this homography, or nullptr if one could.
-const char* implausible(const cv::Mat& H, cv::Size ref, cv::Size query, const VerifyParams& v,
-                        const std::vector<cv::Point2f>& quad) {
+const char* implausible(const cv::Mat& H, cv::Size ref, cv::Size query, const VerifyParams& v) {
+    const auto quad = outline(H, ref);
     const double w = ref.width, h = ref.height;
     for (const auto& p : quad)
         if (!std::isfinite(p.x) || !std::isfinite(p.y)) return "outline at infinity";
@@ -486,6 +505,37 @@ std::vector<Correspondence> Pipeline::rectified_matches(const cv::Mat& work, con
     return out;
 }
 
+std::optional<HomographyFit> Pipeline::second_look(const Candidate& c, const ItemInfo& info,
+                                                   const cv::Mat& work,
+                                                   const HomographyFit& first) const {
+    const auto& v = settings_.verify;
+    // Rectify with the first look's homography if it is plausible, and with a similarity.
+    std::vector<cv::Mat> guesses;
+    if (first.inliers >= v.rectify_min_inliers && !implausible(first.H, info.size, work.size(), v))
+        guesses.push_back(first.H);
+    const HomographyFit similarity = fit_similarity(c.correspondences, v);
+    if (!similarity.H.empty() && similarity.inliers >= v.rectify_min_inliers &&
+        !implausible(similarity.H, info.size, work.size(), v))
+        guesses.push_back(similarity.H);
+    // A guess that finds some but too few matches is refined once: the homography of those
+    // matches rectifies better than the guess did. At most four rectifications per candidate.
+    constexpr std::size_t kMaxGuesses = 4;
+    for (std::size_t g = 0; g < guesses.size() && g < kMaxGuesses; ++g) {
+        const auto found = rectified_matches(work, guesses[g], info);
+        log_->debug("candidate {}: {} matches in the rectified photo", c.id, found.size());
+        if (found.size() < static_cast<std::size_t>(std::max(4, v.rectify_min_inliers))) continue;
+        HomographyFit f = fit_homography(found, v);
+        if (f.H.empty()) continue;
+        log_->debug("candidate {}: {} inliers of {} matches in the rectified photo", c.id,
+                    f.inliers, found.size());
+        if (f.inliers >= v.min_inliers && f.ratio() >= v.min_inlier_ratio) return f;
+        if (f.inliers >= v.rectify_min_inliers && guesses.size() < kMaxGuesses &&
+            !implausible(f.H, info.size, work.size(), v))
+            guesses.push_back(f.H);
+    }
+    return std::nullopt;
+}
+
 std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features& query,
                                       const cv::Mat& work, double to_original) const {
     const auto& v = settings_.verify;
@@ -516,67 +566,23 @@ std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features
     const int least = std::max(4, rectify ? v.rectify_min_inliers : v.min_inliers);
     if (c.correspondences.size() < static_cast<std::size_t>(least))
         return reject("fewer correspondences than min_inliers");
-    Fit fit = fit_homography(c.correspondences, v);
+    HomographyFit fit = fit_homography(c.correspondences, v);
     if (fit.H.empty()) return reject("no homography");
-    double ratio = static_cast<double>(fit.inliers) / static_cast<double>(c.correspondences.size());
-    if (fit.inliers < v.min_inliers || ratio < v.min_inlier_ratio) {
+    if (fit.inliers < v.min_inliers || fit.ratio() < v.min_inlier_ratio) {
         log_->debug("candidate {}: {} inliers of {} correspondences", c.id, fit.inliers,
                     c.correspondences.size());
         if (!rectify) return reject("too few inliers");
-        // Where the first look was too weak, rectify with the homography it found if that is
-        // plausible, else with a similarity (rotation, scale, shift): it needs two matches per
-        // hypothesis instead of four, so it still finds a handful of true matches among many false
-        // ones, where the homography then fits a wrong model (typically "crosses the horizon").
-        std::vector<cv::Mat> guesses;
-        if (fit.inliers >= v.rectify_min_inliers &&
-            !implausible(fit.H, info.size, work.size(), v, outline(fit.H, info.size)))
-            guesses.push_back(fit.H);
-        std::vector<cv::Point2f> src, dst;
-        for (const auto& m : c.correspondences) {
-            src.push_back(m.gallery);
-            dst.push_back(m.query);
-        }
-        std::vector<unsigned char> kept;
-        cv::Mat A = cv::estimateAffinePartial2D(src, dst, kept, cv::RANSAC, v.reprojection_error,
-                                                2000, 0.995, 10);
-        if (!A.empty() && cv::countNonZero(kept) >= v.rectify_min_inliers) {
-            cv::Mat S = cv::Mat::eye(3, 3, CV_64F);
-            A.copyTo(S.rowRange(0, 2));
-            if (!implausible(S, info.size, work.size(), v, outline(S, info.size)))
-                guesses.push_back(S);
-        }
-        if (guesses.empty()) return reject("too few inliers");
-        std::optional<Fit> second;
-        // A guess that finds some but too few matches is refined once: the homography of those
-        // matches rectifies better than the guess did.
-        for (std::size_t g = 0; g < guesses.size() && g < 4 && !second; ++g) {
-            const auto found = rectified_matches(work, guesses[g], info);
-            log_->debug("candidate {}: {} matches in the rectified photo", c.id, found.size());
-            if (found.size() < static_cast<std::size_t>(std::max(4, v.rectify_min_inliers)))
-                continue;
-            Fit f = fit_homography(found, v);
-            if (f.H.empty()) continue;
-            const double r = static_cast<double>(f.inliers) / static_cast<double>(found.size());
-            log_->debug("candidate {}: {} inliers of {} matches in the rectified photo", c.id,
-                        f.inliers, found.size());
-            if (f.inliers >= v.min_inliers && r >= v.min_inlier_ratio) {
-                second = std::move(f);
-                ratio = r;
-            } else if (f.inliers >= v.rectify_min_inliers && guesses.size() < 4 &&
-                       !implausible(f.H, info.size, work.size(), v, outline(f.H, info.size))) {
-                guesses.push_back(f.H);
-            }
-        }
+        auto second = second_look(c, info, work, fit);
         if (!second) return reject("too few inliers after rectifying");
         fit = std::move(*second);
     }
+    if (const char* why = implausible(fit.H, info.size, work.size(), v)) return reject(why);
     const auto quad = outline(fit.H, info.size);
-    if (const char* why = implausible(fit.H, info.size, work.size(), v, quad)) return reject(why);
 
     Match m;
     m.id = c.id;
     m.inliers = fit.inliers;
-    m.score = ratio;
+    m.score = fit.ratio();
     for (int i = 0; i < 4; ++i) m.polygon[static_cast<std::size_t>(i)] = quad[static_cast<std::size_t>(i)] * static_cast<float>(to_original);
     m.metadata_json = info.metadata;
     return m;

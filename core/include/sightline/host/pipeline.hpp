@@ -48,6 +48,16 @@ struct VerifyParams {
     double rectify_radius = 6.0;
 };
 
+// A model fitted to a candidate's correspondences, reference -> query working pixels.
+struct HomographyFit {
+    cv::Mat H;  // empty if none was found
+    int inliers = 0;
+    std::size_t matches = 0;  // correspondences it was fitted to
+    double ratio() const {
+        return matches ? static_cast<double>(inliers) / static_cast<double>(matches) : 0;
+    }
+};
+
 struct PipelineSettings {
     int working_size = 800;        // long side of a query image when features are extracted
     int gallery_size = 480;        // long side of a reference image when features are extracted
@@ -137,6 +147,10 @@ private:
     Index& index() const;  // throws if the host was built without indexes
     std::optional<Match> verify(const Candidate& c, const Features& query, const cv::Mat& work,
                                 double to_original) const;
+    // A candidate whose first look found too few inliers, looked at again in the photo rectified
+    // into its reference's frame (VerifyParams::rectify_min_inliers); the accepted fit, if any.
+    std::optional<HomographyFit> second_look(const Candidate& c, const ItemInfo& info,
+                                             const cv::Mat& work, const HomographyFit& first) const;
     // Correspondences (query point, reference point) found in the photo rectified by H.
     std::vector<Correspondence> rectified_matches(const cv::Mat& work, const cv::Mat& H,
                                                   const ItemInfo& item) const;
