@@ -9,6 +9,7 @@
 #include <cmath>
 #include <future>
 #include <numeric>
+#include <set>
 
 #include "sightline/host/worker_pool.hpp"
 
@@ -476,9 +477,33 @@ const char* implausible(const cv::Mat& H, cv::Size ref, cv::Size query, const Ve
 
 }  // namespace
 
+namespace {
+
+// The index's word matches in the reference's frame that land within `radius` of their gallery
+// point, one-to-one, closest signature first (as rematch keeps one query point per gallery point).
+std::vector<Correspondence> nearby(std::vector<Correspondence> matches, double radius) {
+    std::erase_if(matches, [&](const Correspondence& m) { return cv::norm(m.query - m.gallery) > radius; });
+    std::stable_sort(matches.begin(), matches.end(),
+                     [](const Correspondence& a, const Correspondence& b) { return a.distance < b.distance; });
+    auto key = [](cv::Point2f p) { return std::pair{p.x, p.y}; };
+    std::set<std::pair<float, float>> query_used, gallery_used;
+    std::vector<Correspondence> out;
+    for (const auto& m : matches)
+        if (!query_used.count(key(m.query)) && !gallery_used.count(key(m.gallery))) {
+            query_used.insert(key(m.query));
+            gallery_used.insert(key(m.gallery));
+            out.push_back(m);
+        }
+    return out;
+}
+
+}  // namespace
+
 std::vector<Correspondence> Pipeline::rectified_matches(const cv::Mat& work, const cv::Mat& H,
+                                                        const std::string& id,
                                                         const ItemInfo& item) const {
-    if (item.descriptors.rows < 2) return {};
+    const bool own = item.descriptors.rows >= 2;
+    if (!own && !index().can_match_item()) return {};
     const auto quad = outline(H, item.size);
     const cv::Rect box = cv::boundingRect(quad) & cv::Rect(0, 0, work.cols, work.rows);
     if (box.width < 2 || box.height < 2) return {};
@@ -496,7 +521,9 @@ std::vector<Correspondence> Pipeline::rectified_matches(const cv::Mat& work, con
     cv::warpPerspective(source, rectified, to_box * H, item.size,
                         cv::INTER_LINEAR | cv::WARP_INVERSE_MAP, cv::BORDER_REPLICATE);
     // Matched in the reference's frame, then carried into the photo's by H.
-    auto out = rematch(extractor_->extract(rectified), item, settings_.verify.rectify_radius);
+    const Features found = extractor_->extract(rectified);
+    auto out = own ? rematch(found, item, settings_.verify.rectify_radius)
+                   : nearby(index().match_item(id, found), settings_.verify.rectify_radius);
     if (out.empty()) return out;
     std::vector<cv::Point2f> in_reference, in_query;
     for (const auto& m : out) in_reference.push_back(m.query);
@@ -521,7 +548,7 @@ std::optional<HomographyFit> Pipeline::second_look(const Candidate& c, const Ite
     // matches rectifies better than the guess did. At most four rectifications per candidate.
     constexpr std::size_t kMaxGuesses = 4;
     for (std::size_t g = 0; g < guesses.size() && g < kMaxGuesses; ++g) {
-        const auto found = rectified_matches(work, guesses[g], info);
+        const auto found = rectified_matches(work, guesses[g], c.id, info);
         log_->debug("candidate {}: {} matches in the rectified photo", c.id, found.size());
         if (found.size() < static_cast<std::size_t>(std::max(4, v.rectify_min_inliers))) continue;
         HomographyFit f = fit_homography(found, v);
@@ -562,7 +589,7 @@ std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features
     }
     const Candidate& c = *cp;
     const bool rectify = v.rectify_min_inliers > 0 && v.rectify_min_inliers < v.min_inliers &&
-                         !info.descriptors.empty();
+                         (!info.descriptors.empty() || index().can_match_item());
     const int least = std::max(4, rectify ? v.rectify_min_inliers : v.min_inliers);
     if (c.correspondences.size() < static_cast<std::size_t>(least))
         return reject("fewer correspondences than min_inliers");

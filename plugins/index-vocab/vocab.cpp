@@ -37,13 +37,14 @@ using sightline::ConfigType;
 using sightline::Error;
 using sightline::ErrorCode;
 
-// 12 bytes: the item, the keypoint at 1/4 px (up to 16383 px), the embedding signature.
+// 16 bytes: the item, the keypoint at 1/4 px (up to 16383 px), the 64-bit embedding signature.
 struct Posting {
     std::uint32_t item;
     std::uint16_t x4, y4;
-    std::uint32_t sig;
+    std::uint64_t sig;
 };
-static_assert(sizeof(Posting) == 12);
+static_assert(sizeof(Posting) == 16);
+constexpr int kBits = sightline::Vocabulary::kSignatureBits;
 
 struct ItemEntry {
     std::string id;
@@ -53,6 +54,7 @@ struct ItemEntry {
 };
 
 constexpr std::size_t kStripes = 64;
+constexpr int kMatchItemWords = 3;  // words looked up per query feature by match_item
 
 std::uint16_t quarter_px(float v) {
     return static_cast<std::uint16_t>(std::clamp(std::lround(v * 4.0f), 0L, 65535L));
@@ -69,8 +71,8 @@ public:
              .description = "key of the vocabulary file (made by `sightline vocab train`) in `storage`"},
             {.name = "storage", .type = ConfigType::string, .default_value = "vocab",
              .description = "named storage (storages: section) holding the vocabulary"},
-            {.name = "hamming_threshold", .type = ConfigType::integer, .default_value = "10", .min = 0, .max = 32,
-             .description = "a word match counts only if its 32-bit embedding signatures differ in at most this many bits (32: off)"},
+            {.name = "hamming_threshold", .type = ConfigType::integer, .default_value = "20", .min = 0, .max = 64,
+             .description = "a word match counts only if its 64-bit embedding signatures differ in at most this many bits (64: off)"},
             {.name = "max_features", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 1e6,
              .description = "index only the N strongest features of an item (0: all); bounds memory per item"},
             {.name = "max_matches_per_feature", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 1e9,
@@ -114,7 +116,7 @@ public:
         for (std::uint32_t w = 0; w < vocab_.words(); ++w) idf2_[w] = vocab_.idf(w) * vocab_.idf(w);
         // exp(-(h/threshold)^2) for every possible distance, once, off the search path.
         const double inv_t2 = threshold_ > 0 ? 1.0 / (static_cast<double>(threshold_) * threshold_) : 1.0;
-        for (int h = 0; h <= 32; ++h) he_weight_[static_cast<std::size_t>(h)] = std::exp(-h * h * inv_t2);
+        for (int h = 0; h <= kBits; ++h) he_weight_[static_cast<std::size_t>(h)] = std::exp(-h * h * inv_t2);
         log_->info("vocabulary '{}': {} words (branching {}, depth {}), trained for '{}'", key, vocab_.words(),
                    vocab_.branching(), vocab_.depth(), vocab_.signature());
     }
@@ -210,7 +212,8 @@ public:
         std::vector<std::uint32_t> words;
         std::unordered_map<std::uint32_t, std::uint32_t> tf;
         struct QF {
-            std::uint32_t word, sig;
+            std::uint32_t word;
+            std::uint64_t sig;
         };
         std::vector<std::vector<QF>> per_row(static_cast<std::size_t>(q.rows));
         for (int r = 0; r < q.rows; ++r) {
@@ -249,7 +252,7 @@ public:
                     int best_h = 99;
                     std::size_t best = i;
                     for (; i < list.size() && list[i].item == item; ++i) {
-                        const int h = __builtin_popcount(list[i].sig ^ f.sig);
+                        const int h = __builtin_popcountll(list[i].sig ^ f.sig);
                         if (h < best_h) {
                             best_h = h;
                             best = i;
@@ -322,6 +325,45 @@ public:
                 used_row.emplace(static_cast<std::uint32_t>(h->row), true);
                 out[i].correspondences.push_back({query.keypoints[static_cast<std::size_t>(h->row)].pt,
                                                   cv::Point2f(h->x4 / 4.0f, h->y4 / 4.0f), static_cast<float>(h->h)});
+            }
+        }
+        return out;
+    }
+
+    bool can_match_item() const override { return true; }
+
+    // Every word match of the query with the one item, whatever the signature distance: the caller
+    // keeps those that land where the item's feature is, a stronger test than any threshold.
+    std::vector<sightline::Correspondence> match_item(const std::string& id,
+                                                      const sightline::Features& query) const override {
+        const cv::Mat& q = query.descriptors;
+        if (q.empty() || static_cast<std::size_t>(q.rows) != query.keypoints.size()) return {};
+        vocab_.check_compatible(q);
+        std::uint32_t item;
+        {
+            std::shared_lock lock(items_mutex_);
+            auto it = by_id_.find(id);
+            if (it == by_id_.end()) return {};
+            item = it->second;
+        }
+        std::vector<sightline::Correspondence> out;
+        std::vector<std::uint32_t> words;
+        const auto by_item = [](const Posting& p, std::uint32_t i) { return p.item < i; };
+        for (int r = 0; r < q.rows; ++r) {
+            words.clear();
+            // Neighbouring words too: in the item's frame a feature's match is a few pixels away,
+            // so position, not the word, is what keeps chance matches out.
+            vocab_.quantize_near(q.ptr(r), kMatchItemWords, words);
+            for (const auto w : words) {
+                const std::uint64_t sig = vocab_.embed(q.ptr(r), w);
+                std::shared_lock lock(stripes_[w % kStripes]);
+                const auto& list = lists_[w];
+                // Lists are in item order (items are numbered as added; compaction keeps order).
+                for (auto p = std::lower_bound(list.begin(), list.end(), item, by_item);
+                     p != list.end() && p->item == item; ++p)
+                    out.push_back({query.keypoints[static_cast<std::size_t>(r)].pt,
+                                   cv::Point2f(p->x4 / 4.0f, p->y4 / 4.0f),
+                                   static_cast<float>(__builtin_popcountll(p->sig ^ sig))});
             }
         }
         return out;
@@ -412,7 +454,7 @@ public:
 
 private:
     static constexpr char kMagic[4] = {'S', 'L', 'V', 'I'};
-    static constexpr std::uint32_t kVersion = 1;
+    static constexpr std::uint32_t kVersion = 2;  // 2: 64-bit signatures
 
     // Caller holds write_mutex_ and items_mutex_ exclusively.
     void retire(std::uint32_t item) {
@@ -457,7 +499,7 @@ private:
     sightline::Vocabulary vocab_;
     std::uint64_t vocab_id_ = 0;
     std::vector<float> idf2_;
-    std::array<double, 33> he_weight_{};  // by signature distance
+    std::array<double, kBits + 1> he_weight_{};  // by signature distance
 
     mutable std::mutex write_mutex_;  // one writer at a time
     mutable std::shared_mutex items_mutex_;

@@ -20,6 +20,7 @@
 #include "sightline/host/plugin_registry.hpp"
 #include "test_support.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -292,6 +293,30 @@ TEST_P(IndexConformance, AddThenSearchFindsTheItemWithItsGalleryKeypoints) {
     // Features of something never added match nothing well enough to pass the ratio test.
     auto stranger = index->search(noisy_query(random_item(type(), 150, 99999), 1), 5);
     for (const auto& c : stranger) EXPECT_LT(c.correspondences.size(), 5u) << c.id;
+}
+
+TEST_P(IndexConformance, MatchItemPairsTheQueryWithThatItemAloneOrAnswersNothing) {
+    auto index = make();
+    add_items(*index, 0, 4);
+    const auto matches = index->match_item(item_id(2), query(2));
+    if (!index->can_match_item()) {
+        EXPECT_TRUE(matches.empty());
+        return;
+    }
+    // Every gallery point is one of item 2's keypoints, and most query points are paired with
+    // their own (each sits kQueryOffset from it).
+    const Features own = item(2);
+    std::size_t paired = 0;
+    for (const auto& m : matches) {
+        const bool of_item = std::any_of(own.keypoints.begin(), own.keypoints.end(),
+                                         [&](const cv::KeyPoint& k) { return cv::norm(k.pt - m.gallery) < 0.2; });
+        EXPECT_TRUE(of_item) << "(" << m.gallery.x << ", " << m.gallery.y << ") is not a keypoint of " << item_id(2);
+        if (cv::norm(m.query - m.gallery - kQueryOffset) < 0.3) ++paired;
+    }
+    EXPECT_GE(paired, 120u);
+    EXPECT_TRUE(index->match_item("no-such-item", query(2)).empty());
+    ASSERT_TRUE(index->remove(item_id(2)));
+    EXPECT_TRUE(index->match_item(item_id(2), query(2)).empty());
 }
 
 TEST_P(IndexConformance, EmptyIndexReturnsNothing) {

@@ -3,6 +3,7 @@
 
 #include <sightline/vocabulary.hpp>
 
+#include <cmath>
 #include <map>
 #include <set>
 
@@ -138,8 +139,8 @@ TEST_P(VocabularyTypes, CloseDescriptorsShareMostSignatureBits) {
         if (GetParam() == CV_8U) rng.fill(z, cv::RNG::UNIFORM, 0, 256);
         else rng.fill(z, cv::RNG::NORMAL, 0, 0.2);
         auto w = v.quantize_row(x);
-        near += __builtin_popcount(v.embed(x, w) ^ v.embed(y.data, w));
-        far += __builtin_popcount(v.embed(x, w) ^ v.embed(z.data, w));
+        near += __builtin_popcountll(v.embed(x, w) ^ v.embed(y.data, w));
+        far += __builtin_popcountll(v.embed(x, w) ^ v.embed(z.data, w));
         ++n;
     }
     EXPECT_LT(near / n, 2.0);
@@ -148,6 +149,69 @@ TEST_P(VocabularyTypes, CloseDescriptorsShareMostSignatureBits) {
 
 INSTANTIATE_TEST_SUITE_P(BinaryAndFloat, VocabularyTypes, ::testing::Values(CV_8U, CV_32F),
                          [](const auto& info) { return info.param == CV_8U ? "binary" : "float"; });
+
+TEST(Vocabulary, FloatSignatureBitsSplitEachWordInHalf) {
+    // Copies of two centres offset along one axis by a skewed (exponential) amount: a projection's
+    // offset from the word mean is more often negative than positive (P(s > mean) = 1/e), so a zero
+    // threshold would set most bits for about 37% or 63% of a word's descriptors; the learned
+    // per-word median sets each for half.
+    cv::RNG rng(11);
+    cv::Mat centres(2, 64, CV_32F);
+    rng.fill(centres, cv::RNG::NORMAL, 0, 1);
+    for (int r = 0; r < 2; ++r) cv::normalize(centres.row(r), centres.row(r));
+    std::vector<cv::Mat> images;
+    for (int i = 0; i < 4; ++i) {
+        cv::Mat m(100, 64, CV_32F);
+        for (int r = 0; r < m.rows; ++r) {
+            centres.row(r % 2).copyTo(m.row(r));
+            cv::Mat noise(1, 64, CV_32F);
+            rng.fill(noise, cv::RNG::NORMAL, 0, 0.001);
+            m.row(r) += noise;
+            m.at<float>(r, 0) += static_cast<float>(-0.05 * std::log(1.0 - rng.uniform(0.0, 1.0)));
+        }
+        images.push_back(m);
+    }
+    auto p = small();
+    p.branching = 2;
+    p.depth = 1;
+    auto v = Vocabulary::train(images, p, "test:v1");
+    ASSERT_EQ(v.words(), 2u);
+    std::map<std::uint32_t, std::vector<int>> ones;  // word -> per bit, descriptors with it set
+    std::map<std::uint32_t, int> count;
+    for (const auto& m : images)
+        for (int r = 0; r < m.rows; ++r) {
+            const auto w = v.quantize_row(m.ptr(r));
+            const auto s = v.embed(m.ptr(r), w);
+            auto& o = ones[w];
+            o.resize(Vocabulary::kSignatureBits);
+            for (int b = 0; b < Vocabulary::kSignatureBits; ++b) o[static_cast<std::size_t>(b)] += (s >> b) & 1;
+            ++count[w];
+        }
+    ASSERT_EQ(count.size(), 2u);
+    for (const auto& [w, o] : ones)
+        for (int b = 0; b < Vocabulary::kSignatureBits; ++b) {
+            const double share = static_cast<double>(o[static_cast<std::size_t>(b)]) / count[w];
+            EXPECT_NEAR(share, 0.5, 0.05) << "word " << w << ", bit " << b;
+        }
+}
+
+TEST(Vocabulary, Format1FloatVocabulariesAskForRetrainingBinaryOnesStillLoad) {
+    cv::Mat centres;
+    auto as_format_1 = [](std::vector<std::uint8_t> b) {
+        b[4] = 1;  // the version is outside the checksummed payload
+        return b;
+    };
+    auto binary = Vocabulary::train(clustered(CV_8U, 8, 50, 4, centres), small(), "test:v1");
+    EXPECT_EQ(Vocabulary::parse(as_format_1(binary.serialize()), "b.voc").words(), binary.words());
+    auto floats = Vocabulary::train(clustered(CV_32F, 8, 50, 4, centres), small(), "test:v1");
+    try {
+        Vocabulary::parse(as_format_1(floats.serialize()), "vocab/f.voc");
+        ADD_FAILURE() << "a format 1 float vocabulary was accepted";
+    } catch (const sightline::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("vocab/f.voc"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("retrain"), std::string::npos) << e.what();
+    }
+}
 
 TEST(Vocabulary, DamagedFilesAreRefusedWithTheReason) {
     cv::Mat centres;

@@ -37,6 +37,16 @@ public:
     virtual std::size_t size() const = 0;
     virtual void save(std::ostream& out) const = 0;
     virtual void load(std::istream& in) = 0;  // replaces the contents
+
+    // For a closer look at one candidate (the pipeline's second look, with the photo rectified into
+    // the item's frame): every match of a query feature with a feature of item `id` alone, gallery
+    // position and a distance (smaller is closer), however weak; the caller filters them by
+    // position. Optional: an index that answers says so with can_match_item() (the pipeline then
+    // needs no descriptors of its own for the second look); the default answers nothing.
+    virtual bool can_match_item() const { return false; }
+    virtual std::vector<Correspondence> match_item(const std::string& /*id*/, const Features& /*query*/) const {
+        return {};
+    }
 };
 
 }  // namespace sightline

@@ -7,9 +7,12 @@
 //
 // It also carries what an inverted index needs besides the tree: the idf weight of every word,
 // measured on the training images, and a Hamming-embedding signature function (Jégou, Douze and
-// Schmid, "Hamming embedding and weak geometric consistency", ECCV 2008): 32 bits per descriptor
+// Schmid, "Hamming embedding and weak geometric consistency", ECCV 2008): 64 bits per descriptor
 // that two descriptors of the same word share when they are close, so word matches between
-// unrelated descriptors can be rejected.
+// unrelated descriptors can be rejected. For float descriptors each bit compares a fixed projection
+// of the descriptor's offset from its word centre with that word's median of it on the training
+// descriptors (format 2): every bit then splits its word's descriptors in half, where a fixed zero
+// threshold left many bits nearly constant in a word and so told nothing.
 //
 // The file form is versioned and checksummed, and names the extractor signature it was trained for:
 // descriptors of another extractor configuration land in meaningless words.
@@ -44,7 +47,10 @@ public:
     // done/total counts descriptors placed in leaves, so it reaches total when training ends.
     using Progress = std::function<void(std::size_t done, std::size_t total)>;
 
-    static constexpr std::uint32_t kFormatVersion = 1;
+    // 2: 64-bit signatures with per-word thresholds. 1 (32-bit) files of binary vocabularies still
+    // load: their signatures are the descriptor's own bits, which need no learned part.
+    static constexpr std::uint32_t kFormatVersion = 2;
+    static constexpr int kSignatureBits = 64;
 
     Vocabulary() = default;
 
@@ -71,6 +77,9 @@ public:
         }
         if (v.type_ != CV_8U && v.type_ != CV_32F)
             throw Error(ErrorCode::invalid_argument, "vocabulary: no training descriptors (CV_8U or CV_32F) were given");
+        if (v.type_ == CV_32F && v.cols_ > kMaxFloatCols)
+            throw Error(ErrorCode::invalid_argument, "vocabulary: float descriptors wider than " +
+                                                         std::to_string(kMaxFloatCols) + " are not supported");
         if (v.type_ == CV_8U && v.cols_ % 4 != 0)
             throw Error(ErrorCode::invalid_argument, "vocabulary: binary descriptors must be a multiple of 4 bytes");
         if (total < static_cast<std::size_t>(params.branching))
@@ -119,6 +128,7 @@ public:
         v.idf_.resize(v.words_);
         for (std::uint32_t w = 0; w < v.words_; ++w)
             v.idf_[w] = static_cast<float>(std::log1p(static_cast<double>(images) / (df[w] + 0.5)));
+        if (v.type_ == CV_32F) v.learn_thresholds(per_image);
         if (progress) progress(static_cast<std::size_t>(samples.rows), static_cast<std::size_t>(samples.rows));
         return v;
     }
@@ -166,28 +176,27 @@ public:
         for (int r = 0; r < descriptors.rows; ++r) out[static_cast<std::size_t>(r)] = quantize_row(descriptors.ptr(r));
         return out;
     }
-    // The 32-bit Hamming-embedding signature of a descriptor in its word. Binary: 32 bits of the
-    // descriptor spread over its width (its bits already are binary tests). Float: the signs of 32
-    // fixed random projections of the descriptor's residual from its word centre.
-    std::uint32_t embed(const std::uint8_t* row, std::uint32_t word) const {
+    // The 64-bit Hamming-embedding signature of a descriptor in its word. Binary: 64 bits of the
+    // descriptor spread over its width (its bits already are binary tests). Float: 64 fixed
+    // orthonormal projections of the descriptor's offset from its word centre, each compared with
+    // the word's training median of it.
+    std::uint64_t embed(const std::uint8_t* row, std::uint32_t word) const {
         if (type_ == CV_8U) {
-            std::uint32_t s = 0;
+            std::uint64_t s = 0;
             const int bits = cols_ * 8;
-            for (int b = 0; b < 32; ++b) {
-                const int bit = (b * bits) / 32 + (b % 8);  // one bit from each 32nd of the descriptor
-                s |= static_cast<std::uint32_t>((row[bit / 8] >> (bit % 8)) & 1u) << b;
+            for (int b = 0; b < kSignatureBits; ++b) {
+                // one bit from each 64th of the descriptor (each 32nd, twice, for 256 bits)
+                const int bit = (b * bits) / kSignatureBits + (b % 8);
+                s |= static_cast<std::uint64_t>((row[bit / 8] >> (bit % 8)) & 1u) << b;
             }
             return s;
         }
-        const float* x = reinterpret_cast<const float*>(row);
-        const float* c = centers_.ptr<float>(leaf_node_[word]);
-        std::uint32_t s = 0;
-        for (int b = 0; b < 32; ++b) {
-            const float* p = projection_.ptr<float>(b);
-            float dot = 0;
-            for (int i = 0; i < cols_; ++i) dot += p[i] * (x[i] - c[i]);
-            if (dot > 0) s |= 1u << b;
-        }
+        float offset[kSignatureBits];
+        project(reinterpret_cast<const float*>(row), word, offset);
+        const float* t = thresholds_.ptr<float>(static_cast<int>(word));
+        std::uint64_t s = 0;
+        for (int b = 0; b < kSignatureBits; ++b)
+            if (offset[b] > t[b]) s |= std::uint64_t{1} << b;
         return s;
     }
     void check_compatible(const cv::Mat& descriptors) const {
@@ -218,6 +227,7 @@ public:
         }
         w.bytes(idf_.data(), idf_.size() * sizeof(float));
         w.mat(projection_);
+        w.mat(thresholds_);
         const std::string p = payload.str();
         std::ostringstream out;
         BinaryWriter h(out);
@@ -239,7 +249,7 @@ public:
         std::memcpy(&version, bytes.data() + 4, 4);
         std::memcpy(&size, bytes.data() + 8, 8);
         std::memcpy(&sum, bytes.data() + 16, 8);
-        if (version != kFormatVersion)
+        if (version != kFormatVersion && version != 1)
             fail("vocabulary format version " + std::to_string(version) + " is not supported (this build reads " +
                  std::to_string(kFormatVersion) + ")");
         if (size != bytes.size() - 24) fail("truncated or padded (payload size does not match)");
@@ -277,7 +287,18 @@ public:
         v.idf_.resize(v.words_);
         r.read(v.idf_.data(), v.idf_.size() * sizeof(float));
         v.projection_ = r.mat();
-        if (v.type_ == CV_32F && (v.projection_.rows != 32 || v.projection_.cols != v.cols_)) r.fail("bad projection");
+        if (version == 1) {
+            if (v.type_ == CV_32F)
+                r.fail("a format 1 float vocabulary has no per-word signature thresholds; retrain it with "
+                       "`sightline vocab train` (this build writes format 2)");
+            return v;
+        }
+        v.thresholds_ = r.mat();
+        if (v.type_ == CV_32F &&
+            (v.projection_.rows != kSignatureBits || v.projection_.cols != v.cols_ || v.projection_.type() != CV_32F ||
+             v.cols_ > kMaxFloatCols || v.thresholds_.rows != static_cast<int>(v.words_) ||
+             v.thresholds_.cols != kSignatureBits || v.thresholds_.type() != CV_32F))
+            r.fail("bad signature projection or thresholds");
         return v;
     }
 
@@ -290,14 +311,60 @@ private:
 
     static std::string type_name(int type) { return type == CV_8U ? "CV_8U" : type == CV_32F ? "CV_32F" : "type " + std::to_string(type); }
 
+    static constexpr int kMaxFloatCols = 4096;
+
+    // out[0..64): the projections of x's offset from its word's centre.
+    void project(const float* x, std::uint32_t word, float* out) const {
+        const float* c = centers_.ptr<float>(leaf_node_[word]);
+        float d[kMaxFloatCols];
+        for (int i = 0; i < cols_; ++i) d[i] = x[i] - c[i];
+        for (int b = 0; b < kSignatureBits; ++b) {
+            const float* p = projection_.ptr<float>(b);
+            float dot = 0;
+            for (int i = 0; i < cols_; ++i) dot += p[i] * d[i];
+            out[b] = dot;
+        }
+    }
+
+    // Per word and bit, the median projection of the word's training descriptors (up to
+    // kThresholdSamples each, in input order); a word with fewer than kMinThresholdSamples keeps 0,
+    // the median of a symmetric cell.
+    void learn_thresholds(const std::vector<cv::Mat>& per_image) {
+        constexpr std::size_t kThresholdSamples = 256, kMinThresholdSamples = 8;
+        std::vector<std::vector<float>> seen(words_);
+        float proj[kSignatureBits];
+        for (const auto& m : per_image)
+            for (int r = 0; r < m.rows; ++r) {
+                const std::uint32_t w = quantize_row(m.ptr(r));
+                auto& s = seen[w];
+                if (s.size() >= kThresholdSamples * kSignatureBits) continue;
+                project(m.ptr<float>(r), w, proj);
+                s.insert(s.end(), proj, proj + kSignatureBits);
+            }
+        thresholds_ = cv::Mat::zeros(static_cast<int>(words_), kSignatureBits, CV_32F);
+        std::vector<float> column;
+        for (std::uint32_t w = 0; w < words_; ++w) {
+            const auto& s = seen[w];
+            const std::size_t n = s.size() / kSignatureBits;
+            if (n < kMinThresholdSamples) continue;
+            float* t = thresholds_.ptr<float>(static_cast<int>(w));
+            for (int b = 0; b < kSignatureBits; ++b) {
+                column.clear();
+                for (std::size_t i = 0; i < n; ++i) column.push_back(s[i * kSignatureBits + static_cast<std::size_t>(b)]);
+                std::nth_element(column.begin(), column.begin() + static_cast<std::ptrdiff_t>(n / 2), column.end());
+                t[b] = column[n / 2];
+            }
+        }
+    }
+
     static cv::Mat make_projection(int cols, std::uint64_t seed) {
         cv::RNG rng(seed ^ 0x5eed5eedull);
-        cv::Mat g(std::max(cols, 32), std::max(cols, 32), CV_32F);
+        cv::Mat g(std::max(cols, kSignatureBits), std::max(cols, kSignatureBits), CV_32F);
         rng.fill(g, cv::RNG::NORMAL, 0, 1);
         // Orthonormal rows (Q of a QR via SVD) so the 32 bits are as independent as they can be.
         cv::Mat w, u, vt;
         cv::SVD::compute(g, w, u, vt);
-        return u.rowRange(0, 32).colRange(0, cols).clone();
+        return u.rowRange(0, kSignatureBits).colRange(0, cols).clone();
     }
 
     double distance(const std::uint8_t* a, const std::uint8_t* b) const {
@@ -480,7 +547,8 @@ private:
     std::vector<cv::Mat> building_;  // the same while training
     std::vector<int> leaf_node_;    // word -> node
     std::vector<float> idf_;
-    cv::Mat projection_;  // 32 x cols, float vocabularies' embedding
+    cv::Mat projection_;  // 64 x cols, float vocabularies' embedding
+    cv::Mat thresholds_;  // words x 64 (CV_32F), float vocabularies' embedding
 };
 
 }  // namespace sightline

@@ -41,8 +41,8 @@ struct VerifyParams {
     // Second look at a candidate whose homography has at least rectify_min_inliers inliers but
     // not enough to accept (0: off): the photo is warped into the reference's frame with that
     // homography, features are extracted there with the gallery's extractor and matched to the
-    // reference's, and a match counts only if it lands within rectify_radius reference pixels of
-    // its partner. A blurred, tilted, hazy object repeats far more of its reference keypoints once
+    // reference's (its descriptors with rematch, else the index's Index::match_item), and a match
+    // counts only if it lands within rectify_radius reference pixels of its partner. A blurred, tilted, hazy object repeats far more of its reference keypoints once
     // its perspective and scale are undone; a chance homography finds next to nothing there.
     int rectify_min_inliers = 0;
     double rectify_radius = 6.0;
@@ -153,6 +153,7 @@ private:
                                              const cv::Mat& work, const HomographyFit& first) const;
     // Correspondences (query point, reference point) found in the photo rectified by H.
     std::vector<Correspondence> rectified_matches(const cv::Mat& work, const cv::Mat& H,
+                                                  const std::string& id,
                                                   const ItemInfo& item) const;
     // Per-candidate matching (ratio test, one query point per reference point); radius > 0 also
     // requires both points within radius of each other (features in the reference's frame).
