@@ -146,11 +146,12 @@ public:
         std::vector<Pending> pending;
         pending.reserve(rows.size());
         std::unordered_map<std::uint32_t, std::uint32_t> tf;
+        const cv::Mat proj = vocab_.projections(f.descriptors);
         for (int r : rows) {
             const std::uint8_t* row = f.descriptors.ptr(r);
             const std::uint32_t w = vocab_.quantize_row(row);
             const auto& pt = f.keypoints[static_cast<std::size_t>(r)].pt;
-            pending.push_back({w, Posting{0, quarter_px(pt.x), quarter_px(pt.y), vocab_.embed(row, w)}});
+            pending.push_back({w, Posting{0, quarter_px(pt.x), quarter_px(pt.y), vocab_.embed(f.descriptors, proj, r, w)}});
             ++tf[w];
         }
         double norm2 = 0;
@@ -216,11 +217,12 @@ public:
             std::uint64_t sig;
         };
         std::vector<std::vector<QF>> per_row(static_cast<std::size_t>(q.rows));
+        const cv::Mat proj = vocab_.projections(q);
         for (int r = 0; r < q.rows; ++r) {
             words.clear();
             vocab_.quantize_near(q.ptr(r), query_words_, words);
             ++tf[words.front()];
-            for (auto w : words) per_row[static_cast<std::size_t>(r)].push_back({w, vocab_.embed(q.ptr(r), w)});
+            for (auto w : words) per_row[static_cast<std::size_t>(r)].push_back({w, vocab_.embed(q, proj, r, w)});
         }
         double qnorm2 = 0;
         for (const auto& [w, n] : tf) qnorm2 += static_cast<double>(n) * n * idf2_[w];
@@ -349,13 +351,14 @@ public:
         std::vector<sightline::Correspondence> out;
         std::vector<std::uint32_t> words;
         const auto by_item = [](const Posting& p, std::uint32_t i) { return p.item < i; };
+        const cv::Mat proj = vocab_.projections(q);
         for (int r = 0; r < q.rows; ++r) {
             words.clear();
             // Neighbouring words too: in the item's frame a feature's match is a few pixels away,
             // so position, not the word, is what keeps chance matches out.
             vocab_.quantize_near(q.ptr(r), kMatchItemWords, words);
             for (const auto w : words) {
-                const std::uint64_t sig = vocab_.embed(q.ptr(r), w);
+                const std::uint64_t sig = vocab_.embed(q, proj, r, w);
                 std::shared_lock lock(stripes_[w % kStripes]);
                 const auto& list = lists_[w];
                 // Lists are in item order (items are numbered as added; compaction keeps order).

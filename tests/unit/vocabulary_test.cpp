@@ -143,8 +143,8 @@ TEST_P(VocabularyTypes, CloseDescriptorsShareMostSignatureBits) {
         far += __builtin_popcountll(v.embed(x, w) ^ v.embed(z.data, w));
         ++n;
     }
-    EXPECT_LT(near / n, 2.0);
-    EXPECT_GT(far / n, 10.0);
+    EXPECT_LT(near / n, 3.0);  // of 64 bits
+    EXPECT_GT(far / n, 20.0);
 }
 
 INSTANTIATE_TEST_SUITE_P(BinaryAndFloat, VocabularyTypes, ::testing::Values(CV_8U, CV_32F),

@@ -17,6 +17,7 @@
 // The file form is versioned and checksummed, and names the extractor signature it was trained for:
 // descriptors of another extractor configuration land in meaningless words.
 #include <opencv2/core.hpp>
+#include <opencv2/core/hal/hal.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -128,7 +129,10 @@ public:
         v.idf_.resize(v.words_);
         for (std::uint32_t w = 0; w < v.words_; ++w)
             v.idf_[w] = static_cast<float>(std::log1p(static_cast<double>(images) / (df[w] + 0.5)));
-        if (v.type_ == CV_32F) v.learn_thresholds(per_image);
+        if (v.type_ == CV_32F) {
+            v.learn_thresholds(per_image);
+            v.make_word_cuts();
+        }
         if (progress) progress(static_cast<std::size_t>(samples.rows), static_cast<std::size_t>(samples.rows));
         return v;
     }
@@ -181,23 +185,32 @@ public:
     // orthonormal projections of the descriptor's offset from its word centre, each compared with
     // the word's training median of it.
     std::uint64_t embed(const std::uint8_t* row, std::uint32_t word) const {
-        if (type_ == CV_8U) {
-            std::uint64_t s = 0;
-            const int bits = cols_ * 8;
-            for (int b = 0; b < kSignatureBits; ++b) {
-                // one bit from each 64th of the descriptor (each 32nd, twice, for 256 bits)
-                const int bit = (b * bits) / kSignatureBits + (b % 8);
-                s |= static_cast<std::uint64_t>((row[bit / 8] >> (bit % 8)) & 1u) << b;
+        if (type_ == CV_8U) return embed_binary(row);
+        const cv::Mat one(1, cols_, CV_32F, const_cast<std::uint8_t*>(row));
+        return signs(projections(one).ptr<float>(0), word);
+    }
+    // The same for many rows and words: projections() once per descriptor matrix (float
+    // vocabularies; empty for binary ones), then each (row, word) costs 64 comparisons.
+    cv::Mat projections(const cv::Mat& descriptors) const {
+        cv::Mat out;
+        if (type_ != CV_32F || descriptors.empty()) return out;
+        out.create(descriptors.rows, kSignatureBits, CV_32F);
+        // Accumulated over the transposed projection, 64 outputs at a time: a loop the compiler
+        // vectorises (cv::gemm goes to Debian's reference BLAS here, several times slower).
+        for (int r = 0; r < descriptors.rows; ++r) {
+            const float* x = descriptors.ptr<float>(r);
+            float acc[kSignatureBits] = {};
+            for (int i = 0; i < cols_; ++i) {
+                const float* p = projection_t_.ptr<float>(i);
+                const float xi = x[i];
+                for (int b = 0; b < kSignatureBits; ++b) acc[b] += xi * p[b];
             }
-            return s;
+            std::memcpy(out.ptr<float>(r), acc, sizeof acc);
         }
-        float offset[kSignatureBits];
-        project(reinterpret_cast<const float*>(row), word, offset);
-        const float* t = thresholds_.ptr<float>(static_cast<int>(word));
-        std::uint64_t s = 0;
-        for (int b = 0; b < kSignatureBits; ++b)
-            if (offset[b] > t[b]) s |= std::uint64_t{1} << b;
-        return s;
+        return out;
+    }
+    std::uint64_t embed(const cv::Mat& descriptors, const cv::Mat& projections, int r, std::uint32_t word) const {
+        return type_ == CV_8U ? embed_binary(descriptors.ptr(r)) : signs(projections.ptr<float>(r), word);
     }
     void check_compatible(const cv::Mat& descriptors) const {
         if (descriptors.empty()) return;
@@ -299,6 +312,7 @@ public:
              v.cols_ > kMaxFloatCols || v.thresholds_.rows != static_cast<int>(v.words_) ||
              v.thresholds_.cols != kSignatureBits || v.thresholds_.type() != CV_32F))
             r.fail("bad signature projection or thresholds");
+        if (v.type_ == CV_32F) v.make_word_cuts();
         return v;
     }
 
@@ -312,6 +326,31 @@ private:
     static std::string type_name(int type) { return type == CV_8U ? "CV_8U" : type == CV_32F ? "CV_32F" : "type " + std::to_string(type); }
 
     static constexpr int kMaxFloatCols = 4096;
+
+    std::uint64_t embed_binary(const std::uint8_t* row) const {
+        std::uint64_t s = 0;
+        const int bits = cols_ * 8;
+        for (int b = 0; b < kSignatureBits; ++b) {
+            // one bit from each 64th of the descriptor (each 32nd, twice, for 256 bits)
+            const int bit = (b * bits) / kSignatureBits + (b % 8);
+            s |= static_cast<std::uint64_t>((row[bit / 8] >> (bit % 8)) & 1u) << b;
+        }
+        return s;
+    }
+    // P(x - c_w) > t_w, computed as Px > t_w + Pc_w: the row's projections do not depend on the word.
+    std::uint64_t signs(const float* px, std::uint32_t word) const {
+        const float* t = word_cuts_.ptr<float>(static_cast<int>(word));
+        std::uint64_t s = 0;
+        for (int b = 0; b < kSignatureBits; ++b)
+            if (px[b] > t[b]) s |= std::uint64_t{1} << b;
+        return s;
+    }
+    void make_word_cuts() {
+        projection_t_ = projection_.t();
+        cv::Mat centres(static_cast<int>(words_), cols_, CV_32F);
+        for (std::uint32_t w = 0; w < words_; ++w) centers_.row(leaf_node_[w]).copyTo(centres.row(static_cast<int>(w)));
+        word_cuts_ = projections(centres) + thresholds_;
+    }
 
     // out[0..64): the projections of x's offset from its word's centre.
     void project(const float* x, std::uint32_t word, float* out) const {
@@ -385,14 +424,7 @@ private:
             }
             return d;
         }
-        const float* x = reinterpret_cast<const float*>(a);
-        const float* y = reinterpret_cast<const float*>(b);
-        double s = 0;
-        for (int i = 0; i < cols_; ++i) {
-            const double t = x[i] - y[i];
-            s += t * t;
-        }
-        return s;
+        return cv::hal::normL2Sqr_(reinterpret_cast<const float*>(a), reinterpret_cast<const float*>(b), cols_);
     }
 
     std::uint32_t nearest_child(std::uint32_t n, const std::uint8_t* row) const {
@@ -549,6 +581,8 @@ private:
     std::vector<float> idf_;
     cv::Mat projection_;  // 64 x cols, float vocabularies' embedding
     cv::Mat thresholds_;  // words x 64 (CV_32F), float vocabularies' embedding
+    cv::Mat word_cuts_;   // thresholds_ + the projected word centres (derived, not stored)
+    cv::Mat projection_t_;  // cols x 64, projection_ transposed (derived)
 };
 
 }  // namespace sightline
