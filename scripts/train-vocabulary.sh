@@ -3,7 +3,8 @@
 #   scripts/train-vocabulary.sh [orb]  config/vocabularies/orb-default.voc for config/scale-vocab.yaml's ORB
 #                                      extractor (branching 16, depth 4)
 #   scripts/train-vocabulary.sh surf   config/vocabularies/surf-default.voc for config/scale-vocab-surf.yaml's
-#                                      SURF extractor, the default config's (branching 10, depth 4)
+#                                      SURF extractor, the default config's (branching 8, depth 5, 30 crops
+#                                      per image: about 700,000 descriptors, so most words get a median)
 # the wallpapers of plasma-workspace-wallpapers, mate-backgrounds, gnome-backgrounds and
 # ukui-wallpapers (GPL-2+, CC-BY-SA), and the sample images of opencv-doc (BSD/Apache) and
 # python3-skimage (BSD/public domain/CC0). None of the images the benchmarks query (endless-sky's
@@ -13,9 +14,9 @@ cd "$(dirname "$0")/.."
 kind=orb
 case "${1:-}" in orb | surf) kind=$1; shift ;; esac
 if [ "$kind" = surf ]; then
-  config=config/scale-vocab-surf.yaml out=surf-default.voc branching=10 depth=4
+  config=config/scale-vocab-surf.yaml out=surf-default.voc branching=8 depth=5 crops=30 samples=1000000
 else
-  config=config/scale-vocab.yaml out=orb-default.voc branching=16 depth=4
+  config=config/scale-vocab.yaml out=orb-default.voc branching=16 depth=4 crops=6 samples=600000
 fi
 packages=(plasma-workspace-wallpapers mate-backgrounds gnome-backgrounds ukui-wallpapers opencv-doc python3-skimage)
 missing=()
@@ -45,4 +46,4 @@ done
 echo "==> $n training images"
 exec "${BUILD_DIR:-build}/bin/sightline" --config "$config" vocab train --from "$dir" \
   --out "${VOCAB_OUT:-$out}" --branching "${VOCAB_BRANCHING:-$branching}" --depth "${VOCAB_DEPTH:-$depth}" \
-  --crops "${VOCAB_CROPS:-6}" --max-samples "${VOCAB_SAMPLES:-600000}" "$@"
+  --crops "${VOCAB_CROPS:-$crops}" --max-samples "${VOCAB_SAMPLES:-$samples}" "$@"

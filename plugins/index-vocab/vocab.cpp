@@ -37,13 +37,37 @@ using sightline::ConfigType;
 using sightline::Error;
 using sightline::ErrorCode;
 
-// 16 bytes: the item, the keypoint at 1/4 px (up to 16383 px), the 64-bit embedding signature.
+// A posting as snapshots hold it, 16 bytes: the item, the keypoint at 1/4 px (up to 16383 px),
+// the 64-bit embedding signature.
 struct Posting {
     std::uint32_t item;
     std::uint16_t x4, y4;
     std::uint64_t sig;
 };
 static_assert(sizeof(Posting) == 16);
+
+// A word's postings in memory, in item order, as two arrays: a search reads every signature but
+// the rest only of the few that pass, so the signatures are kept together (half the bytes read).
+struct Where {
+    std::uint32_t item;
+    std::uint16_t x4, y4;
+};
+struct PostingList {
+    std::vector<std::uint64_t> sigs;
+    std::vector<Where> where;
+    std::size_t size() const { return sigs.size(); }
+    bool empty() const { return sigs.empty(); }
+    void push_back(const Posting& p) {
+        // Grow by a quarter, not double: lists are most of the memory.
+        if (sigs.size() == sigs.capacity()) {
+            sigs.reserve(sigs.size() + sigs.size() / 4 + 4);
+            where.reserve(sigs.capacity());
+        }
+        sigs.push_back(p.sig);
+        where.push_back({p.item, p.x4, p.y4});
+    }
+    Posting operator[](std::size_t i) const { return {where[i].item, where[i].x4, where[i].y4, sigs[i]}; }
+};
 constexpr int kBits = sightline::Vocabulary::kSignatureBits;
 
 struct ItemEntry {
@@ -174,12 +198,9 @@ public:
             const std::size_t stripe = pending[i].word % kStripes;
             std::unique_lock lock(stripes_[stripe]);
             for (; i < pending.size() && pending[i].word % kStripes == stripe; ++i) {
-                auto& list = lists_[pending[i].word];
-                // Grow by a quarter, not double: lists are most of the memory.
-                if (list.size() == list.capacity()) list.reserve(list.size() + list.size() / 4 + 4);
                 Posting p = pending[i].p;
                 p.item = item;
-                list.push_back(p);
+                lists_[pending[i].word].push_back(p);
             }
         }
         live_postings_ += pending.size();
@@ -247,21 +268,17 @@ public:
                 const auto& list = lists_[w];
                 if (list.empty() || (max_list_ > 0 && list.size() > max_list_)) continue;
                 // The list is in item order, so one item's postings are adjacent: keep the
-                // closest per item for this query feature.
-                std::size_t i = 0;
-                while (i < list.size()) {
-                    const std::uint32_t item = list[i].item;
-                    int best_h = 99;
-                    std::size_t best = i;
-                    for (; i < list.size() && list[i].item == item; ++i) {
-                        const int h = __builtin_popcountll(list[i].sig ^ f.sig);
-                        if (h < best_h) {
-                            best_h = h;
-                            best = i;
-                        }
-                    }
-                    if (best_h > threshold_ || item >= n_items) continue;
-                    const float weight = static_cast<float>(idf2_[w] * he_weight_[static_cast<std::size_t>(best_h)]);
+                // closest per item for this query feature. Most postings fail the signature test,
+                // so that is the only branch on the common path.
+                const int t = threshold_;
+                const std::uint64_t sig = f.sig;
+                std::uint32_t run_item = UINT32_MAX;
+                int run_h = 0;
+                std::size_t run_at = 0;
+                const auto credit = [&] {
+                    const std::uint32_t item = run_item;
+                    if (item == UINT32_MAX || item >= n_items) return;
+                    const float weight = static_cast<float>(idf2_[w] * he_weight_[static_cast<std::size_t>(run_h)]);
                     if (stamp[item] != r) {
                         stamp[item] = r;
                         best_weight[item] = weight;
@@ -270,8 +287,25 @@ public:
                         score[item] += weight - best_weight[item];
                         best_weight[item] = weight;
                     }
-                    hits.push_back({item, r, list[best].x4, list[best].y4, static_cast<std::uint8_t>(best_h)});
+                    const Where& at = list.where[run_at];
+                    hits.push_back({item, r, at.x4, at.y4, static_cast<std::uint8_t>(run_h)});
+                };
+                const std::uint64_t* sigs = list.sigs.data();
+                const Where* where = list.where.data();
+                for (std::size_t i = 0, n = list.size(); i < n; ++i) {
+                    const int h = __builtin_popcountll(sigs[i] ^ sig);
+                    if (h > t) continue;
+                    if (where[i].item != run_item) {
+                        credit();
+                        run_item = where[i].item;
+                        run_h = h;
+                        run_at = i;
+                    } else if (h < run_h) {
+                        run_h = h;
+                        run_at = i;
+                    }
                 }
+                credit();
             }
         }
 
@@ -350,7 +384,7 @@ public:
         }
         std::vector<sightline::Correspondence> out;
         std::vector<std::uint32_t> words;
-        const auto by_item = [](const Posting& p, std::uint32_t i) { return p.item < i; };
+        const auto by_item = [](const Where& p, std::uint32_t i) { return p.item < i; };
         const cv::Mat proj = vocab_.projections(q);
         for (int r = 0; r < q.rows; ++r) {
             words.clear();
@@ -362,11 +396,12 @@ public:
                 std::shared_lock lock(stripes_[w % kStripes]);
                 const auto& list = lists_[w];
                 // Lists are in item order (items are numbered as added; compaction keeps order).
-                for (auto p = std::lower_bound(list.begin(), list.end(), item, by_item);
-                     p != list.end() && p->item == item; ++p)
+                const auto first = std::lower_bound(list.where.begin(), list.where.end(), item, by_item);
+                for (auto i = static_cast<std::size_t>(first - list.where.begin());
+                     i < list.size() && list.where[i].item == item; ++i)
                     out.push_back({query.keypoints[static_cast<std::size_t>(r)].pt,
-                                   cv::Point2f(p->x4 / 4.0f, p->y4 / 4.0f),
-                                   static_cast<float>(__builtin_popcountll(p->sig ^ sig))});
+                                   cv::Point2f(list.where[i].x4 / 4.0f, list.where[i].y4 / 4.0f),
+                                   static_cast<float>(__builtin_popcountll(list.sigs[i] ^ sig))});
             }
         }
         return out;
@@ -400,8 +435,10 @@ public:
         for (std::uint32_t word = 0; word < vocab_.words(); ++word) {
             std::shared_lock lock(stripes_[word % kStripes]);
             buf.clear();
-            for (const auto& p : lists_[word])
-                if (remap[p.item] != UINT32_MAX) buf.push_back({remap[p.item], p.x4, p.y4, p.sig});
+            const auto& list = lists_[word];
+            for (std::size_t i = 0; i < list.size(); ++i)
+                if (const Posting p = list[i]; remap[p.item] != UINT32_MAX)
+                    buf.push_back({remap[p.item], p.x4, p.y4, p.sig});
             w.pod<std::uint32_t>(static_cast<std::uint32_t>(buf.size()));
             if (!buf.empty()) w.bytes(buf.data(), buf.size() * sizeof(Posting));
         }
@@ -431,15 +468,21 @@ public:
             if (!by_id.emplace(e.id, i).second) r.fail("item '" + e.id + "' appears twice");
             items.push_back(std::move(e));
         }
-        std::vector<std::vector<Posting>> lists(vocab_.words());
+        std::vector<PostingList> lists(vocab_.words());
+        std::vector<Posting> buf;
         std::size_t seen = 0;
         for (auto& list : lists) {
             const auto m = r.pod<std::uint32_t>();
             if (m > live - std::min(live, seen)) r.fail("a posting list is longer than the items' postings");
-            list.resize(m);
-            if (m) r.read(list.data(), m * sizeof(Posting));
-            for (const auto& p : list)
+            buf.resize(m);
+            if (m) r.read(buf.data(), m * sizeof(Posting));
+            list.sigs.reserve(m);
+            list.where.reserve(m);
+            for (const auto& p : buf) {
                 if (p.item >= n) r.fail("a posting names item " + std::to_string(p.item) + " of " + std::to_string(n));
+                list.sigs.push_back(p.sig);
+                list.where.push_back({p.item, p.x4, p.y4});
+            }
             seen += m;
         }
         r.read(magic, 4);
@@ -483,8 +526,18 @@ private:
             std::unique_lock lock(stripes_[s]);
             for (std::size_t w = s; w < lists_.size(); w += kStripes) {
                 auto& list = lists_[w];
-                std::erase_if(list, [&](const Posting& p) { return !alive[p.item]; });
-                if (list.capacity() > list.size() + list.size() / 4 + 8) list.shrink_to_fit();
+                std::size_t kept = 0;
+                for (std::size_t i = 0; i < list.size(); ++i)
+                    if (alive[list.where[i].item]) {
+                        list.sigs[kept] = list.sigs[i];
+                        list.where[kept++] = list.where[i];
+                    }
+                list.sigs.resize(kept);
+                list.where.resize(kept);
+                if (list.sigs.capacity() > kept + kept / 4 + 8) {
+                    list.sigs.shrink_to_fit();
+                    list.where.shrink_to_fit();
+                }
             }
         }
         log_->debug("compacted: {} postings of removed items purged", dead_postings_);
@@ -509,7 +562,7 @@ private:
     std::vector<ItemEntry> items_;
     std::unordered_map<std::string, std::uint32_t> by_id_;
     mutable std::array<std::shared_mutex, kStripes> stripes_;
-    std::vector<std::vector<Posting>> lists_;
+    std::vector<PostingList> lists_;
     std::size_t live_postings_ = 0, dead_postings_ = 0;  // under write_mutex_
 };
 

@@ -460,9 +460,10 @@ TEST(Rectify, LooksAgainThroughTheIndexWhenNoDescriptorsAreKept) {
     const auto items = gallery_part();
     int first_look = 0, second_look = 0;
     for (std::size_t i = 0; i < items.size(); ++i) {
-        // On this small synthetic gallery the first look through word matches alone finds none of
-        // these (measured: 0 of 20) and the second look half (10 of 20).
-        synth::Photo photo = phone_photo(items[i], 300 + i);
+        // Between phone_photo (the first look finds 19 of 20) and hard_photo (neither finds any):
+        // measured 6 of 20 with the first look alone, 12 with the second.
+        synth::Photo photo = render_photo(items[i], 300 + i, {.scale = 0.4, .rotation_deg = 20, .tilt_x = 0.2},
+                                          {.blur_sigma = 1.5, .noise_sigma = 5, .jpeg_quality = 60, .contrast = 0.7});
         Result without = off.pipeline().recognize(request_for(photo.jpeg));
         Result with = on.pipeline().recognize(request_for(photo.jpeg));
         ASSERT_FALSE(without.error.has_value()) << without.error->message;
@@ -478,6 +479,6 @@ TEST(Rectify, LooksAgainThroughTheIndexWhenNoDescriptorsAreKept) {
             EXPECT_FALSE(with.matches.empty()) << items[i].stem() << " lost by looking again";
         }
     }
-    EXPECT_GE(second_look, first_look + 5) << "first look " << first_look << ", with the second " << second_look
+    EXPECT_GE(second_look, first_look + 4) << "first look " << first_look << ", with the second " << second_look
                                            << " of " << items.size();
 }

@@ -85,7 +85,7 @@ public:
     cv::Mat mat() {
         auto rows = pod<std::int32_t>(), cols = pod<std::int32_t>(), type = pod<std::int32_t>();
         if (rows < 0 || cols < 0 || rows > (1 << 24) || cols > (1 << 16) ||
-            (type != CV_8U && type != CV_32F && type != CV_8UC1 && type != CV_64F))
+            (type != CV_8U && type != CV_16F && type != CV_32F && type != CV_8UC1 && type != CV_64F))
             fail("matrix header is implausible");
         // Never trust a size before the bytes exist: read in chunks, so a lying header ends in
         // "truncated" instead of a huge allocation.

@@ -112,6 +112,7 @@ public:
         v.split(0, samples, all, 0, params, rng, placed, static_cast<std::size_t>(samples.rows), progress);
         cv::vconcat(v.building_, v.centers_);
         v.building_.clear();
+        v.centers_ = stored(v.centers_);  // from here on, exactly what a reader of the file gets
 
         // idf_w = log(1 + N / (n_w + 0.5)), n_w = training images containing word w: the rarer the
         // larger, never zero (a word found in every training image still says something about a
@@ -131,6 +132,7 @@ public:
             v.idf_[w] = static_cast<float>(std::log1p(static_cast<double>(images) / (df[w] + 0.5)));
         if (v.type_ == CV_32F) {
             v.learn_thresholds(per_image);
+            v.thresholds_ = stored(v.thresholds_);
             v.make_word_cuts();
         }
         if (progress) progress(static_cast<std::size_t>(samples.rows), static_cast<std::size_t>(samples.rows));
@@ -236,11 +238,12 @@ public:
             w.pod<std::int32_t>(nodes_[i].first_child);
             w.pod<std::int32_t>(nodes_[i].children);
             w.pod<std::int32_t>(nodes_[i].word);
-            w.bytes(centers_.ptr(static_cast<int>(i)), centers_.cols * centers_.elemSize());
+            const cv::Mat row = on_disk(centers_.row(static_cast<int>(i)));
+            w.bytes(row.data, row.total() * row.elemSize());
         }
         w.bytes(idf_.data(), idf_.size() * sizeof(float));
         w.mat(projection_);
-        w.mat(thresholds_);
+        w.mat(on_disk(thresholds_));
         const std::string p = payload.str();
         std::ostringstream out;
         BinaryWriter h(out);
@@ -280,15 +283,27 @@ public:
         if ((v.type_ != CV_8U && v.type_ != CV_32F) || v.cols_ <= 0 || v.cols_ > 4096 || n == 0 || n > (1u << 24) ||
             v.words_ == 0 || v.words_ > n)
             r.fail("implausible vocabulary header");
+        if (version == 1 && v.type_ == CV_32F)
+            r.fail("a format 1 float vocabulary has no per-word signature thresholds; retrain it with "
+                   "`sightline vocab train` (this build writes format 2)");
         v.nodes_.resize(n);
         v.centers_.create(static_cast<int>(n), v.cols_, v.type_);
+        // Float centres are stored as half floats (format 2): a file half the size, and the
+        // vocabulary in memory is the one that was trained (training rounds them too).
+        const bool half = v.type_ == CV_32F && version >= 2;
+        cv::Mat half_row(1, v.cols_, CV_16F);
         v.leaf_node_.assign(v.words_, -1);
         for (std::uint32_t i = 0; i < n; ++i) {
             Node& node = v.nodes_[i];
             node.first_child = r.pod<std::int32_t>();
             node.children = r.pod<std::int32_t>();
             node.word = r.pod<std::int32_t>();
-            r.read(v.centers_.ptr(static_cast<int>(i)), v.centers_.cols * v.centers_.elemSize());
+            if (half) {
+                r.read(half_row.data, half_row.total() * half_row.elemSize());
+                half_row.convertTo(v.centers_.row(static_cast<int>(i)), CV_32F);
+            } else {
+                r.read(v.centers_.ptr(static_cast<int>(i)), v.centers_.cols * v.centers_.elemSize());
+            }
             const bool leaf = node.children == 0;
             if (leaf ? (node.word < 0 || static_cast<std::uint32_t>(node.word) >= v.words_)
                      : (node.first_child <= static_cast<std::int32_t>(i) || node.children < 0 ||
@@ -300,13 +315,9 @@ public:
         v.idf_.resize(v.words_);
         r.read(v.idf_.data(), v.idf_.size() * sizeof(float));
         v.projection_ = r.mat();
-        if (version == 1) {
-            if (v.type_ == CV_32F)
-                r.fail("a format 1 float vocabulary has no per-word signature thresholds; retrain it with "
-                       "`sightline vocab train` (this build writes format 2)");
-            return v;
-        }
+        if (version == 1) return v;
         v.thresholds_ = r.mat();
+        if (v.thresholds_.type() == CV_16F) v.thresholds_.convertTo(v.thresholds_, CV_32F);
         if (v.type_ == CV_32F &&
             (v.projection_.rows != kSignatureBits || v.projection_.cols != v.cols_ || v.projection_.type() != CV_32F ||
              v.cols_ > kMaxFloatCols || v.thresholds_.rows != static_cast<int>(v.words_) ||
@@ -326,6 +337,20 @@ private:
     static std::string type_name(int type) { return type == CV_8U ? "CV_8U" : type == CV_32F ? "CV_32F" : "type " + std::to_string(type); }
 
     static constexpr int kMaxFloatCols = 4096;
+
+    // Float matrices as the file holds them (half floats), and back.
+    static cv::Mat on_disk(const cv::Mat& m) {
+        if (m.type() != CV_32F) return m;
+        cv::Mat h;
+        m.convertTo(h, CV_16F);
+        return h;
+    }
+    static cv::Mat stored(const cv::Mat& m) {
+        if (m.type() != CV_32F) return m;
+        cv::Mat back;
+        on_disk(m).convertTo(back, CV_32F);
+        return back;
+    }
 
     std::uint64_t embed_binary(const std::uint8_t* row) const {
         std::uint64_t s = 0;
