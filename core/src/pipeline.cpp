@@ -1,24 +1,20 @@
 #include "sightline/host/pipeline.hpp"
 
-#include <sightline/keypoint_grid.hpp>
-
-#include <opencv2/calib3d.hpp>
-#include <opencv2/imgproc.hpp>
-
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <future>
 #include <numeric>
+#include <opencv2/calib3d.hpp>
+#include <opencv2/imgproc.hpp>
 #include <set>
-
-#include "sightline/host/worker_pool.hpp"
-
+#include <sightline/keypoint_grid.hpp>
 #include <sightline/nearest.hpp>
 #include <sightline/serialize.hpp>
-
-#include <cstring>
 #include <sstream>
 #include <streambuf>
+
+#include "sightline/host/worker_pool.hpp"
 
 namespace sightline::host {
 
@@ -482,9 +478,11 @@ namespace {
 // The index's word matches in the reference's frame that land within `radius` of their gallery
 // point, one-to-one, closest signature first (as rematch keeps one query point per gallery point).
 std::vector<Correspondence> nearby(std::vector<Correspondence> matches, double radius) {
-    std::erase_if(matches, [&](const Correspondence& m) { return cv::norm(m.query - m.gallery) > radius; });
-    std::stable_sort(matches.begin(), matches.end(),
-                     [](const Correspondence& a, const Correspondence& b) { return a.distance < b.distance; });
+    std::erase_if(matches,
+                  [&](const Correspondence& m) { return cv::norm(m.query - m.gallery) > radius; });
+    std::stable_sort(
+        matches.begin(), matches.end(),
+        [](const Correspondence& a, const Correspondence& b) { return a.distance < b.distance; });
     auto key = [](cv::Point2f p) { return std::pair{p.x, p.y}; };
     std::set<std::pair<float, float>> query_used, gallery_used;
     std::vector<Correspondence> out;

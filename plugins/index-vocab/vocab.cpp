@@ -66,7 +66,9 @@ struct PostingList {
         sigs.push_back(p.sig);
         where.push_back({p.item, p.x4, p.y4});
     }
-    Posting operator[](std::size_t i) const { return {where[i].item, where[i].x4, where[i].y4, sigs[i]}; }
+    Posting operator[](std::size_t i) const {
+        return {where[i].item, where[i].x4, where[i].y4, sigs[i]};
+    }
 };
 constexpr int kBits = sightline::Vocabulary::kSignatureBits;
 
@@ -91,22 +93,57 @@ public:
         "inverted file over a trained visual vocabulary: tf-idf, Hamming embedding, word correspondences";
     static sightline::ConfigSchema config_schema() {
         static const std::array<ConfigKey, 8> keys{{
-            {.name = "vocabulary", .type = ConfigType::string, .required = true,
-             .description = "key of the vocabulary file (made by `sightline vocab train`) in `storage`"},
-            {.name = "storage", .type = ConfigType::string, .default_value = "vocab",
+            {.name = "vocabulary",
+             .type = ConfigType::string,
+             .required = true,
+             .description =
+                 "key of the vocabulary file (made by `sightline vocab train`) in `storage`"},
+            {.name = "storage",
+             .type = ConfigType::string,
+             .default_value = "vocab",
              .description = "named storage (storages: section) holding the vocabulary"},
-            {.name = "hamming_threshold", .type = ConfigType::integer, .default_value = "20", .min = 0, .max = 64,
-             .description = "a word match counts only if its 64-bit embedding signatures differ in at most this many bits (64: off)"},
-            {.name = "max_features", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 1e6,
-             .description = "index only the N strongest features of an item (0: all); bounds memory per item"},
-            {.name = "max_matches_per_feature", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 1e9,
-             .description = "skip a query word whose list has more postings than this (0: no limit); stop words cost time and say little"},
-            {.name = "compact_share", .type = ConfigType::number, .default_value = "0.25", .min = 0.01, .max = 1,
-             .description = "postings of removed items are purged once they are this share of all postings"},
-            {.name = "max_correspondences", .type = ConfigType::integer, .default_value = "500", .min = 4, .max = 1e6,
-             .description = "word correspondences passed to verification per candidate, closest first"},
-            {.name = "query_words", .type = ConfigType::integer, .default_value = "1", .min = 1, .max = 16,
-             .description = "words looked up per query feature: its own and the nearest neighbouring leaves (multiple assignment)"},
+            {.name = "hamming_threshold",
+             .type = ConfigType::integer,
+             .default_value = "20",
+             .min = 0,
+             .max = 64,
+             .description = "a word match counts only if its 64-bit embedding signatures differ in "
+                            "at most this many bits (64: off)"},
+            {.name = "max_features",
+             .type = ConfigType::integer,
+             .default_value = "0",
+             .min = 0,
+             .max = 1e6,
+             .description =
+                 "index only the N strongest features of an item (0: all); bounds memory per item"},
+            {.name = "max_matches_per_feature",
+             .type = ConfigType::integer,
+             .default_value = "0",
+             .min = 0,
+             .max = 1e9,
+             .description = "skip a query word whose list has more postings than this (0: no "
+                            "limit); stop words cost time and say little"},
+            {.name = "compact_share",
+             .type = ConfigType::number,
+             .default_value = "0.25",
+             .min = 0.01,
+             .max = 1,
+             .description =
+                 "postings of removed items are purged once they are this share of all postings"},
+            {.name = "max_correspondences",
+             .type = ConfigType::integer,
+             .default_value = "500",
+             .min = 4,
+             .max = 1e6,
+             .description =
+                 "word correspondences passed to verification per candidate, closest first"},
+            {.name = "query_words",
+             .type = ConfigType::integer,
+             .default_value = "1",
+             .min = 1,
+             .max = 16,
+             .description = "words looked up per query feature: its own and the nearest "
+                            "neighbouring leaves (multiple assignment)"},
         }};
         return keys;
     }
@@ -140,7 +177,8 @@ public:
         for (std::uint32_t w = 0; w < vocab_.words(); ++w) idf2_[w] = vocab_.idf(w) * vocab_.idf(w);
         // exp(-(h/threshold)^2) for every possible distance, once, off the search path.
         const double inv_t2 = threshold_ > 0 ? 1.0 / (static_cast<double>(threshold_) * threshold_) : 1.0;
-        for (int h = 0; h <= kBits; ++h) he_weight_[static_cast<std::size_t>(h)] = std::exp(-h * h * inv_t2);
+        for (int h = 0; h <= kBits; ++h)
+            he_weight_[static_cast<std::size_t>(h)] = std::exp(-h * h * inv_t2);
         log_->info("vocabulary '{}': {} words (branching {}, depth {}), trained for '{}'", key, vocab_.words(),
                    vocab_.branching(), vocab_.depth(), vocab_.signature());
     }
@@ -175,7 +213,8 @@ public:
             const std::uint8_t* row = f.descriptors.ptr(r);
             const std::uint32_t w = vocab_.quantize_row(row);
             const auto& pt = f.keypoints[static_cast<std::size_t>(r)].pt;
-            pending.push_back({w, Posting{0, quarter_px(pt.x), quarter_px(pt.y), vocab_.embed(f.descriptors, proj, r, w)}});
+            pending.push_back({w, Posting{0, quarter_px(pt.x), quarter_px(pt.y),
+                                          vocab_.embed(f.descriptors, proj, r, w)}});
             ++tf[w];
         }
         double norm2 = 0;
@@ -243,7 +282,8 @@ public:
             words.clear();
             vocab_.quantize_near(q.ptr(r), query_words_, words);
             ++tf[words.front()];
-            for (auto w : words) per_row[static_cast<std::size_t>(r)].push_back({w, vocab_.embed(q, proj, r, w)});
+            for (auto w : words)
+                per_row[static_cast<std::size_t>(r)].push_back({w, vocab_.embed(q, proj, r, w)});
         }
         double qnorm2 = 0;
         for (const auto& [w, n] : tf) qnorm2 += static_cast<double>(n) * n * idf2_[w];
@@ -278,7 +318,8 @@ public:
                 const auto credit = [&] {
                     const std::uint32_t item = run_item;
                     if (item == UINT32_MAX || item >= n_items) return;
-                    const float weight = static_cast<float>(idf2_[w] * he_weight_[static_cast<std::size_t>(run_h)]);
+                    const float weight =
+                        static_cast<float>(idf2_[w] * he_weight_[static_cast<std::size_t>(run_h)]);
                     if (stamp[item] != r) {
                         stamp[item] = r;
                         best_weight[item] = weight;
@@ -370,8 +411,8 @@ public:
 
     // Every word match of the query with the one item, whatever the signature distance: the caller
     // keeps those that land where the item's feature is, a stronger test than any threshold.
-    std::vector<sightline::Correspondence> match_item(const std::string& id,
-                                                      const sightline::Features& query) const override {
+    std::vector<sightline::Correspondence> match_item(
+        const std::string& id, const sightline::Features& query) const override {
         const cv::Mat& q = query.descriptors;
         if (q.empty() || static_cast<std::size_t>(q.rows) != query.keypoints.size()) return {};
         vocab_.check_compatible(q);
@@ -396,7 +437,8 @@ public:
                 std::shared_lock lock(stripes_[w % kStripes]);
                 const auto& list = lists_[w];
                 // Lists are in item order (items are numbered as added; compaction keeps order).
-                const auto first = std::lower_bound(list.where.begin(), list.where.end(), item, by_item);
+                const auto first =
+                    std::lower_bound(list.where.begin(), list.where.end(), item, by_item);
                 for (auto i = static_cast<std::size_t>(first - list.where.begin());
                      i < list.size() && list.where[i].item == item; ++i)
                     out.push_back({query.keypoints[static_cast<std::size_t>(r)].pt,

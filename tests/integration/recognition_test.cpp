@@ -454,16 +454,19 @@ TEST(Rectify, HardPhotosOfOtherThingsDoNotMatch) {
 // photo through the index's word matches (Index::match_item) and still only where they land.
 TEST(Rectify, LooksAgainThroughTheIndexWhenNoDescriptorsAreKept) {
     const std::string vocab = "storages.vocab.root=" + yq(source_dir() / "config" / "vocabularies");
-    Host& on = host_for("scale-vocab-surf.yaml", {vocab, "pipelines.surf.verify.rectify_min_inliers=5"});
-    Host& off = host_for("scale-vocab-surf.yaml", {vocab, "pipelines.surf.verify.rectify_min_inliers=0"});
+    Host& on =
+        host_for("scale-vocab-surf.yaml", {vocab, "pipelines.surf.verify.rectify_min_inliers=5"});
+    Host& off =
+        host_for("scale-vocab-surf.yaml", {vocab, "pipelines.surf.verify.rectify_min_inliers=0"});
     ASSERT_FALSE(on.pipeline().settings().verify.rematch);
     const auto items = gallery_part();
     int first_look = 0, second_look = 0;
     for (std::size_t i = 0; i < items.size(); ++i) {
         // Between phone_photo (the first look finds 19 of 20) and hard_photo (neither finds any):
         // measured 6 of 20 with the first look alone, 12 with the second.
-        synth::Photo photo = render_photo(items[i], 300 + i, {.scale = 0.4, .rotation_deg = 20, .tilt_x = 0.2},
-                                          {.blur_sigma = 1.5, .noise_sigma = 5, .jpeg_quality = 60, .contrast = 0.7});
+        synth::Photo photo = render_photo(
+            items[i], 300 + i, {.scale = 0.4, .rotation_deg = 20, .tilt_x = 0.2},
+            {.blur_sigma = 1.5, .noise_sigma = 5, .jpeg_quality = 60, .contrast = 0.7});
         Result without = off.pipeline().recognize(request_for(photo.jpeg));
         Result with = on.pipeline().recognize(request_for(photo.jpeg));
         ASSERT_FALSE(without.error.has_value()) << without.error->message;
@@ -479,6 +482,6 @@ TEST(Rectify, LooksAgainThroughTheIndexWhenNoDescriptorsAreKept) {
             EXPECT_FALSE(with.matches.empty()) << items[i].stem() << " lost by looking again";
         }
     }
-    EXPECT_GE(second_look, first_look + 4) << "first look " << first_look << ", with the second " << second_look
-                                           << " of " << items.size();
+    EXPECT_GE(second_look, first_look + 4) << "first look " << first_look << ", with the second "
+                                           << second_look << " of " << items.size();
 }

@@ -12,22 +12,20 @@
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 
-#include <opencv2/core.hpp>
-
-#include <sightline/vocabulary.hpp>
-
-#include "sightline/host/config_loader.hpp"
-#include "sightline/host/plugin_registry.hpp"
-#include "test_support.hpp"
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
+#include <opencv2/core.hpp>
+#include <sightline/vocabulary.hpp>
 #include <sstream>
 #include <thread>
+
+#include "sightline/host/config_loader.hpp"
+#include "sightline/host/plugin_registry.hpp"
+#include "test_support.hpp"
 
 using namespace sightline;
 using namespace sightline::host;
@@ -308,9 +306,11 @@ TEST_P(IndexConformance, MatchItemPairsTheQueryWithThatItemAloneOrAnswersNothing
     const Features own = item(2);
     std::size_t paired = 0;
     for (const auto& m : matches) {
-        const bool of_item = std::any_of(own.keypoints.begin(), own.keypoints.end(),
-                                         [&](const cv::KeyPoint& k) { return cv::norm(k.pt - m.gallery) < 0.2; });
-        EXPECT_TRUE(of_item) << "(" << m.gallery.x << ", " << m.gallery.y << ") is not a keypoint of " << item_id(2);
+        const bool of_item =
+            std::any_of(own.keypoints.begin(), own.keypoints.end(),
+                        [&](const cv::KeyPoint& k) { return cv::norm(k.pt - m.gallery) < 0.2; });
+        EXPECT_TRUE(of_item) << "(" << m.gallery.x << ", " << m.gallery.y
+                             << ") is not a keypoint of " << item_id(2);
         if (cv::norm(m.query - m.gallery - kQueryOffset) < 0.3) ++paired;
     }
     EXPECT_GE(paired, 120u);

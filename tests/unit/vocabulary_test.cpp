@@ -1,11 +1,10 @@
 // The SDK's vocabulary tree: clustering, quantisation, embedding signatures, the file format.
 #include <gtest/gtest.h>
 
-#include <sightline/vocabulary.hpp>
-
 #include <cmath>
 #include <map>
 #include <set>
+#include <sightline/vocabulary.hpp>
 
 namespace {
 
@@ -184,7 +183,8 @@ TEST(Vocabulary, FloatSignatureBitsSplitEachWordInHalf) {
             const auto s = v.embed(m.ptr(r), w);
             auto& o = ones[w];
             o.resize(Vocabulary::kSignatureBits);
-            for (int b = 0; b < Vocabulary::kSignatureBits; ++b) o[static_cast<std::size_t>(b)] += (s >> b) & 1;
+            for (int b = 0; b < Vocabulary::kSignatureBits; ++b)
+                o[static_cast<std::size_t>(b)] += (s >> b) & 1;
             ++count[w];
         }
     ASSERT_EQ(count.size(), 2u);

@@ -44,7 +44,8 @@ public:
     // position. Optional: an index that answers says so with can_match_item() (the pipeline then
     // needs no descriptors of its own for the second look); the default answers nothing.
     virtual bool can_match_item() const { return false; }
-    virtual std::vector<Correspondence> match_item(const std::string& /*id*/, const Features& /*query*/) const {
+    virtual std::vector<Correspondence> match_item(const std::string& /*id*/,
+                                                   const Features& /*query*/) const {
         return {};
     }
 };

@@ -16,9 +16,6 @@
 //
 // The file form is versioned and checksummed, and names the extractor signature it was trained for:
 // descriptors of another extractor configuration land in meaningless words.
-#include <opencv2/core.hpp>
-#include <opencv2/core/hal/hal.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -26,6 +23,8 @@
 #include <functional>
 #include <limits>
 #include <numeric>
+#include <opencv2/core.hpp>
+#include <opencv2/core/hal/hal.hpp>
 #include <span>
 #include <sstream>
 #include <string>
@@ -80,7 +79,8 @@ public:
             throw Error(ErrorCode::invalid_argument, "vocabulary: no training descriptors (CV_8U or CV_32F) were given");
         if (v.type_ == CV_32F && v.cols_ > kMaxFloatCols)
             throw Error(ErrorCode::invalid_argument, "vocabulary: float descriptors wider than " +
-                                                         std::to_string(kMaxFloatCols) + " are not supported");
+                                                         std::to_string(kMaxFloatCols) +
+                                                         " are not supported");
         if (v.type_ == CV_8U && v.cols_ % 4 != 0)
             throw Error(ErrorCode::invalid_argument, "vocabulary: binary descriptors must be a multiple of 4 bytes");
         if (total < static_cast<std::size_t>(params.branching))
@@ -211,8 +211,10 @@ public:
         }
         return out;
     }
-    std::uint64_t embed(const cv::Mat& descriptors, const cv::Mat& projections, int r, std::uint32_t word) const {
-        return type_ == CV_8U ? embed_binary(descriptors.ptr(r)) : signs(projections.ptr<float>(r), word);
+    std::uint64_t embed(const cv::Mat& descriptors, const cv::Mat& projections, int r,
+                        std::uint32_t word) const {
+        return type_ == CV_8U ? embed_binary(descriptors.ptr(r))
+                              : signs(projections.ptr<float>(r), word);
     }
     void check_compatible(const cv::Mat& descriptors) const {
         if (descriptors.empty()) return;
@@ -284,8 +286,9 @@ public:
             v.words_ == 0 || v.words_ > n)
             r.fail("implausible vocabulary header");
         if (version == 1 && v.type_ == CV_32F)
-            r.fail("a format 1 float vocabulary has no per-word signature thresholds; retrain it with "
-                   "`sightline vocab train` (this build writes format 2)");
+            r.fail(
+                "a format 1 float vocabulary has no per-word signature thresholds; retrain it with "
+                "`sightline vocab train` (this build writes format 2)");
         v.nodes_.resize(n);
         v.centers_.create(static_cast<int>(n), v.cols_, v.type_);
         // Float centres are stored as half floats (format 2): a file half the size, and the
@@ -302,7 +305,8 @@ public:
                 r.read(half_row.data, half_row.total() * half_row.elemSize());
                 half_row.convertTo(v.centers_.row(static_cast<int>(i)), CV_32F);
             } else {
-                r.read(v.centers_.ptr(static_cast<int>(i)), v.centers_.cols * v.centers_.elemSize());
+                r.read(v.centers_.ptr(static_cast<int>(i)),
+                       v.centers_.cols * v.centers_.elemSize());
             }
             const bool leaf = node.children == 0;
             if (leaf ? (node.word < 0 || static_cast<std::uint32_t>(node.word) >= v.words_)
@@ -319,8 +323,9 @@ public:
         v.thresholds_ = r.mat();
         if (v.thresholds_.type() == CV_16F) v.thresholds_.convertTo(v.thresholds_, CV_32F);
         if (v.type_ == CV_32F &&
-            (v.projection_.rows != kSignatureBits || v.projection_.cols != v.cols_ || v.projection_.type() != CV_32F ||
-             v.cols_ > kMaxFloatCols || v.thresholds_.rows != static_cast<int>(v.words_) ||
+            (v.projection_.rows != kSignatureBits || v.projection_.cols != v.cols_ ||
+             v.projection_.type() != CV_32F || v.cols_ > kMaxFloatCols ||
+             v.thresholds_.rows != static_cast<int>(v.words_) ||
              v.thresholds_.cols != kSignatureBits || v.thresholds_.type() != CV_32F))
             r.fail("bad signature projection or thresholds");
         if (v.type_ == CV_32F) v.make_word_cuts();
@@ -362,7 +367,8 @@ private:
         }
         return s;
     }
-    // P(x - c_w) > t_w, computed as Px > t_w + Pc_w: the row's projections do not depend on the word.
+    // P(x - c_w) > t_w, computed as Px > t_w + Pc_w: the row's projections do not depend on the
+    // word.
     std::uint64_t signs(const float* px, std::uint32_t word) const {
         const float* t = word_cuts_.ptr<float>(static_cast<int>(word));
         std::uint64_t s = 0;
@@ -373,7 +379,8 @@ private:
     void make_word_cuts() {
         projection_t_ = projection_.t();
         cv::Mat centres(static_cast<int>(words_), cols_, CV_32F);
-        for (std::uint32_t w = 0; w < words_; ++w) centers_.row(leaf_node_[w]).copyTo(centres.row(static_cast<int>(w)));
+        for (std::uint32_t w = 0; w < words_; ++w)
+            centers_.row(leaf_node_[w]).copyTo(centres.row(static_cast<int>(w)));
         word_cuts_ = projections(centres) + thresholds_;
     }
 
@@ -414,8 +421,10 @@ private:
             float* t = thresholds_.ptr<float>(static_cast<int>(w));
             for (int b = 0; b < kSignatureBits; ++b) {
                 column.clear();
-                for (std::size_t i = 0; i < n; ++i) column.push_back(s[i * kSignatureBits + static_cast<std::size_t>(b)]);
-                std::nth_element(column.begin(), column.begin() + static_cast<std::ptrdiff_t>(n / 2), column.end());
+                for (std::size_t i = 0; i < n; ++i)
+                    column.push_back(s[i * kSignatureBits + static_cast<std::size_t>(b)]);
+                std::nth_element(column.begin(),
+                                 column.begin() + static_cast<std::ptrdiff_t>(n / 2), column.end());
                 t[b] = column[n / 2];
             }
         }
@@ -449,7 +458,8 @@ private:
             }
             return d;
         }
-        return cv::hal::normL2Sqr_(reinterpret_cast<const float*>(a), reinterpret_cast<const float*>(b), cols_);
+        return cv::hal::normL2Sqr_(reinterpret_cast<const float*>(a),
+                                   reinterpret_cast<const float*>(b), cols_);
     }
 
     std::uint32_t nearest_child(std::uint32_t n, const std::uint8_t* row) const {
@@ -604,9 +614,9 @@ private:
     std::vector<cv::Mat> building_;  // the same while training
     std::vector<int> leaf_node_;    // word -> node
     std::vector<float> idf_;
-    cv::Mat projection_;  // 64 x cols, float vocabularies' embedding
-    cv::Mat thresholds_;  // words x 64 (CV_32F), float vocabularies' embedding
-    cv::Mat word_cuts_;   // thresholds_ + the projected word centres (derived, not stored)
+    cv::Mat projection_;    // 64 x cols, float vocabularies' embedding
+    cv::Mat thresholds_;    // words x 64 (CV_32F), float vocabularies' embedding
+    cv::Mat word_cuts_;     // thresholds_ + the projected word centres (derived, not stored)
     cv::Mat projection_t_;  // cols x 64, projection_ transposed (derived)
 };
 
