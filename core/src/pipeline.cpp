@@ -1,20 +1,24 @@
 #include "sightline/host/pipeline.hpp"
 
-#include <chrono>
-#include <cmath>
-#include <cstring>
-#include <future>
-#include <numeric>
+#include <sightline/keypoint_grid.hpp>
+
 #include <opencv2/calib3d.hpp>
 #include <opencv2/imgproc.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <future>
+#include <numeric>
 #include <set>
-#include <sightline/keypoint_grid.hpp>
-#include <sightline/nearest.hpp>
-#include <sightline/serialize.hpp>
-#include <sstream>
-#include <streambuf>
 
 #include "sightline/host/worker_pool.hpp"
+
+#include <sightline/nearest.hpp>
+#include <sightline/serialize.hpp>
+
+#include <cstring>
+#include <sstream>
+#include <streambuf>
 
 namespace sightline::host {
 
@@ -470,10 +474,6 @@ const char* implausible(const cv::Mat& H, cv::Size ref, cv::Size query, const Ve
         return "aspect change too large";
     return nullptr;
 }
-
-}  // namespace
-
-namespace {
 
 // The index's word matches in the reference's frame that land within `radius` of their gallery
 // point, one-to-one, closest signature first (as rematch keeps one query point per gallery point).

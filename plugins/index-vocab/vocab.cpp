@@ -93,57 +93,22 @@ public:
         "inverted file over a trained visual vocabulary: tf-idf, Hamming embedding, word correspondences";
     static sightline::ConfigSchema config_schema() {
         static const std::array<ConfigKey, 8> keys{{
-            {.name = "vocabulary",
-             .type = ConfigType::string,
-             .required = true,
-             .description =
-                 "key of the vocabulary file (made by `sightline vocab train`) in `storage`"},
-            {.name = "storage",
-             .type = ConfigType::string,
-             .default_value = "vocab",
+            {.name = "vocabulary", .type = ConfigType::string, .required = true,
+             .description = "key of the vocabulary file (made by `sightline vocab train`) in `storage`"},
+            {.name = "storage", .type = ConfigType::string, .default_value = "vocab",
              .description = "named storage (storages: section) holding the vocabulary"},
-            {.name = "hamming_threshold",
-             .type = ConfigType::integer,
-             .default_value = "20",
-             .min = 0,
-             .max = 64,
-             .description = "a word match counts only if its 64-bit embedding signatures differ in "
-                            "at most this many bits (64: off)"},
-            {.name = "max_features",
-             .type = ConfigType::integer,
-             .default_value = "0",
-             .min = 0,
-             .max = 1e6,
-             .description =
-                 "index only the N strongest features of an item (0: all); bounds memory per item"},
-            {.name = "max_matches_per_feature",
-             .type = ConfigType::integer,
-             .default_value = "0",
-             .min = 0,
-             .max = 1e9,
-             .description = "skip a query word whose list has more postings than this (0: no "
-                            "limit); stop words cost time and say little"},
-            {.name = "compact_share",
-             .type = ConfigType::number,
-             .default_value = "0.25",
-             .min = 0.01,
-             .max = 1,
-             .description =
-                 "postings of removed items are purged once they are this share of all postings"},
-            {.name = "max_correspondences",
-             .type = ConfigType::integer,
-             .default_value = "500",
-             .min = 4,
-             .max = 1e6,
-             .description =
-                 "word correspondences passed to verification per candidate, closest first"},
-            {.name = "query_words",
-             .type = ConfigType::integer,
-             .default_value = "1",
-             .min = 1,
-             .max = 16,
-             .description = "words looked up per query feature: its own and the nearest "
-                            "neighbouring leaves (multiple assignment)"},
+            {.name = "hamming_threshold", .type = ConfigType::integer, .default_value = "20", .min = 0, .max = 64,
+             .description = "a word match counts only if its 64-bit embedding signatures differ in at most this many bits (64: off)"},
+            {.name = "max_features", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 1e6,
+             .description = "index only the N strongest features of an item (0: all); bounds memory per item"},
+            {.name = "max_matches_per_feature", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 1e9,
+             .description = "skip a query word whose list has more postings than this (0: no limit); stop words cost time and say little"},
+            {.name = "compact_share", .type = ConfigType::number, .default_value = "0.25", .min = 0.01, .max = 1,
+             .description = "postings of removed items are purged once they are this share of all postings"},
+            {.name = "max_correspondences", .type = ConfigType::integer, .default_value = "500", .min = 4, .max = 1e6,
+             .description = "word correspondences passed to verification per candidate, closest first"},
+            {.name = "query_words", .type = ConfigType::integer, .default_value = "1", .min = 1, .max = 16,
+             .description = "words looked up per query feature: its own and the nearest neighbouring leaves (multiple assignment)"},
         }};
         return keys;
     }

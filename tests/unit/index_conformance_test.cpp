@@ -12,20 +12,22 @@
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 
+#include <opencv2/core.hpp>
+
+#include <sightline/vocabulary.hpp>
+
+#include "sightline/host/config_loader.hpp"
+#include "sightline/host/plugin_registry.hpp"
+#include "test_support.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
-#include <opencv2/core.hpp>
-#include <sightline/vocabulary.hpp>
 #include <sstream>
 #include <thread>
-
-#include "sightline/host/config_loader.hpp"
-#include "sightline/host/plugin_registry.hpp"
-#include "test_support.hpp"
 
 using namespace sightline;
 using namespace sightline::host;

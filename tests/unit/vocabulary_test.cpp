@@ -1,10 +1,11 @@
 // The SDK's vocabulary tree: clustering, quantisation, embedding signatures, the file format.
 #include <gtest/gtest.h>
 
+#include <sightline/vocabulary.hpp>
+
 #include <cmath>
 #include <map>
 #include <set>
-#include <sightline/vocabulary.hpp>
 
 namespace {
 

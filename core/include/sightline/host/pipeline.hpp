@@ -42,8 +42,9 @@ struct VerifyParams {
     // not enough to accept (0: off): the photo is warped into the reference's frame with that
     // homography, features are extracted there with the gallery's extractor and matched to the
     // reference's (its descriptors with rematch, else the index's Index::match_item), and a match
-    // counts only if it lands within rectify_radius reference pixels of its partner. A blurred, tilted, hazy object repeats far more of its reference keypoints once
-    // its perspective and scale are undone; a chance homography finds next to nothing there.
+    // counts only if it lands within rectify_radius reference pixels of its partner. A blurred,
+    // tilted, hazy object repeats far more of its reference keypoints once its perspective and
+    // scale are undone; a chance homography finds next to nothing there.
     int rectify_min_inliers = 0;
     double rectify_radius = 6.0;
 };
