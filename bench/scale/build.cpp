@@ -8,12 +8,14 @@
 #include <condition_variable>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
 #include "scale.hpp"
 #include "sightline/host/feature_record.hpp"
 #include "sightline/host/pipeline.hpp"
+#include "sightline/serialize.hpp"
 
 namespace sightline::bench {
 
@@ -46,34 +48,82 @@ double add_all(host::Pipeline& pipeline, Slot& slot) {
     return seconds;
 }
 
-void run_task(const host::Pipeline& pipeline, const Plan& plan, const Task& task, Slot& slot, const fs::path& save_dir) {
+// A record from the features cache, when it holds one for this id made under this signature.
+std::optional<host::FeatureRecord> cached(const fs::path& dir, const std::string& id, const std::string& signature) {
+    if (dir.empty()) return std::nullopt;
+    const fs::path file = dir / (id + ".slfr");
+    std::error_code ec;
+    if (!fs::exists(file, ec)) return std::nullopt;
+    try {
+        host::FeatureRecord r = host::decode_record(read_file(file, std::size_t{1} << 30), file.string());
+        if (r.signature == signature && r.item_id == id) return r;
+    } catch (const std::exception&) {
+        // A damaged entry is made again below.
+    }
+    return std::nullopt;
+}
+
+void remember(const fs::path& dir, const host::FeatureRecord& r) {
+    if (dir.empty()) return;
+    const fs::path file = dir / (r.item_id + ".slfr");
+    const fs::path temp = dir / (r.item_id + ".slfr.tmp");
+    const Bytes bytes = host::encode_record(r);
+    {
+        std::ofstream out(temp, std::ios::binary | std::ios::trunc);
+        out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+        if (!out) throw std::runtime_error("cannot write " + temp.string());
+    }
+    fs::rename(temp, file);  // a run killed mid-write leaves no half entry
+}
+
+void run_task(const host::Pipeline& pipeline, const Plan& plan, const Task& task, Slot& slot, const fs::path& save_dir,
+              const fs::path& cache) {
+    const std::string& signature = pipeline.signature();
     if (task.true_item >= 0) {
         const TrueItem& t = plan.true_items[static_cast<std::size_t>(task.true_item)];
         try {
+            if (auto r = cached(cache, t.id, signature)) {
+                slot.records.emplace_back(std::move(*r), t.metadata);
+                return;
+            }
             Bytes bytes = read_file(t.file, kMaxImageBytes);
             slot.records.emplace_back(pipeline.extract_item(t.id, std::span<const std::uint8_t>(bytes)), t.metadata);
+            remember(cache, slot.records.back().first);
         } catch (const std::exception& e) {
             ++slot.failed;
             slot.failures.push_back(t.id + ": " + e.what());
         }
         return;
     }
+    // Decode the source only when some of its distractors are not in the cache.
+    std::vector<std::size_t> missing;
+    for (std::size_t i : task.items) {
+        const std::string id = plan.distractor_id(i);
+        if (save_dir.empty())
+            if (auto r = cached(cache, id, signature)) {
+                slot.records.emplace_back(std::move(*r), "{}");
+                continue;
+            }
+        missing.push_back(i);
+    }
+    if (missing.empty()) return;
     cv::Mat source;
     try {
         source = decode_source(plan.sources[task.source].file);
     } catch (const std::exception& e) {
-        slot.failed += task.items.size();
+        slot.failed += missing.size();
         slot.failures.push_back(plan.sources[task.source].file.string() + ": " + e.what());
         return;
     }
     const int gallery_size = pipeline.settings().gallery_size;
-    for (std::size_t i : task.items) {
+    for (std::size_t i : missing) {
         const std::string id = plan.distractor_id(i);
         try {
             cv::Mat img = distractor_image(plan.distractors[i], source, gallery_size);
             if (!save_dir.empty() && !cv::imwrite((save_dir / (id + ".png")).string(), img))
                 throw std::runtime_error("cannot write " + (save_dir / (id + ".png")).string());
             slot.records.emplace_back(pipeline.extract_item(id, img), "{}");
+            remember(cache, slot.records.back().first);
         } catch (const std::exception& e) {
             ++slot.failed;
             slot.failures.push_back(id + ": " + e.what());
@@ -84,8 +134,24 @@ void run_task(const host::Pipeline& pipeline, const Plan& plan, const Task& task
 }  // namespace
 
 BuildStats build_increment(host::Pipeline& pipeline, const Plan& plan, bool add_true, std::size_t from,
-                           std::size_t to, std::size_t threads, bool parallel_add, const fs::path& save_dir) {
+                           std::size_t to, std::size_t threads, bool parallel_add, const fs::path& save_dir,
+                           const fs::path& features_cache) {
     if (!save_dir.empty()) fs::create_directories(save_dir);
+    // One subdirectory per extractor signature, gallery size, seed and image set: an id names the
+    // same image only under all four, so records made by other settings are never mixed in.
+    fs::path cache;
+    if (!features_cache.empty()) {
+        std::string key = pipeline.signature() + "\ngallery_size=" + std::to_string(pipeline.settings().gallery_size) +
+                          "\nseed=" + std::to_string(plan.seed);
+        for (const auto& d : plan.true_dirs) key += "\ntrue=" + d;
+        for (const auto& d : plan.distractor_dirs) key += "\ndistractors=" + d;
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%016llx",
+                      static_cast<unsigned long long>(sightline::fnv1a64(key.data(), key.size())));
+        cache = features_cache / hex;
+        fs::create_directories(cache);
+        std::ofstream(cache / "KEY") << key << "\n";
+    }
     BuildStats st;
     std::vector<Task> tasks;
     if (add_true)
@@ -117,7 +183,7 @@ BuildStats build_increment(host::Pipeline& pipeline, const Plan& plan, bool add_
                 i = next++;
             }
             Slot slot;
-            run_task(pipeline, plan, tasks[i], slot, save_dir);
+            run_task(pipeline, plan, tasks[i], slot, save_dir, cache);
             if (parallel_add) slot.add_seconds = add_all(pipeline, slot);
             slot.ready = true;
             {

@@ -404,7 +404,7 @@ int run(const ScaleOptions& o) {
         const std::size_t size = o.sizes[si];
         const std::size_t to = size - o.true_items;
         BuildStats b = build_increment(pipeline, plan, si == 0, built, to, o.threads, o.parallel_add,
-                                       o.save_gallery_dir);
+                                       o.save_gallery_dir, o.features_cache);
         build_total += b.seconds;
         if (b.interrupted) break;
         for (const auto& f : b.failures) note("  not indexed: " + f);
@@ -569,6 +569,11 @@ int main(int argc, char** argv) {
         ->type_name("FILE.csv");
     app.add_option("--save-gallery", o.save_gallery_dir,
                    "write every distractor image (<id>.png, as indexed) and gallery.tsv here; for small runs")
+        ->type_name("DIR");
+    app.add_option("--features-cache", o.features_cache,
+                   "keep every gallery item's feature record here (a subdirectory per extractor signature) and reuse "
+                   "them in later runs: index and search settings can then be compared at 100,000 items without "
+                   "extracting again. Several GB at that size; build rates then exclude extraction")
         ->type_name("DIR");
     app.add_flag("--plan-only", o.plan_only,
                  "scan the sources, plan the gallery for the largest size, print the plan's counts and stop");

@@ -39,6 +39,7 @@ struct ScaleOptions : ConfigOptions {
     std::string out_file;
     std::string mistakes_csv;
     std::string save_gallery_dir;  // writes every distractor image made (small runs: to look at them)
+    std::string features_cache;    // feature records kept between runs, per extractor signature
     bool plan_only = false;  // print the gallery plan and stop
     bool pretty = false;
 };
@@ -90,6 +91,7 @@ struct Plan {
     std::size_t exhausted_sources = 0;    // crop sources that ran out of distinct crops
     SourceStats stats;
     std::vector<std::string> true_dirs, distractor_dirs, negative_dirs;
+    std::uint64_t seed = 0;  // the crops drawn depend on it
 
     std::string distractor_id(std::size_t i) const;
     // "file" or "file crop x,y,w,h[ mirrored]" (pixels), for the mistakes CSV.
@@ -132,7 +134,8 @@ struct BuildStats {
 // from the calling thread, or by the workers themselves when parallel_add. `save_dir` (optional)
 // receives every distractor image as <id>.png.
 BuildStats build_increment(host::Pipeline& pipeline, const Plan& plan, bool add_true, std::size_t from,
-                           std::size_t to, std::size_t threads, bool parallel_add, const fs::path& save_dir = {});
+                           std::size_t to, std::size_t threads, bool parallel_add, const fs::path& save_dir = {},
+                           const fs::path& features_cache = {});
 // <dir>/gallery.tsv: id, kind (true/whole/crop), source file, crop x,y,w,h in source pixels, mirrored
 // — for the first `items` of the plan's gallery order.
 void write_gallery_tsv(const fs::path& dir, const Plan& plan, std::size_t items);

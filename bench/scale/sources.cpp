@@ -314,6 +314,7 @@ Plan make_plan(const ScaleOptions& o, std::size_t distractors_needed) {
     // The distractor list, a prefix of which is every gallery size: the whole images in a seeded
     // order, then crops, one per crop source in turn (a seeded order), each source drawing its
     // crops from its own generator so that its k-th crop does not depend on the others.
+    plan.seed = o.seed;
     const std::size_t n = plan.sources.size();
     std::vector<std::uint32_t> whole_order(n);
     for (std::size_t i = 0; i < n; ++i) whole_order[i] = static_cast<std::uint32_t>(i);

@@ -61,7 +61,7 @@ const std::array<ConfigKey, 7> kPipelineKeys{{
     {.name = "clahe", .type = ConfigType::number, .default_value = "0", .min = 0, .max = 40,
      .description = "CLAHE clip limit for local contrast equalisation before extraction (0: off)"},
 }};
-const std::array<ConfigKey, 13> kVerifyKeys{{
+const std::array<ConfigKey, 14> kVerifyKeys{{
     {.name = "candidates", .type = ConfigType::integer, .default_value = "8", .min = 1, .max = 1000,
      .description = "index candidates checked by RANSAC"},
     {.name = "min_inliers", .type = ConfigType::integer, .default_value = "15", .min = 4, .max = 100000,
@@ -72,6 +72,9 @@ const std::array<ConfigKey, 13> kVerifyKeys{{
      .description = "RANSAC inlier threshold in working-size pixels"},
     {.name = "min_area", .type = ConfigType::number, .default_value = "0.002", .min = 0, .max = 1,
      .description = "smallest outline accepted, as a share of the query image"},
+    {.name = "min_inlier_area", .type = ConfigType::number, .default_value = "0", .min = 0, .max = 1,
+     .description = "the inliers' convex hull must cover at least this share of the reference image (0: off); "
+                    "refuses homographies fitted to one small patch of repeated structure"},
     {.name = "max_scale_change", .type = ConfigType::number, .default_value = "8", .min = 1,
      .description = "largest size change between reference and outline, either way"},
     {.name = "max_aspect_change", .type = ConfigType::number, .default_value = "4", .min = 1,
@@ -335,6 +338,7 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
         s.verify.min_inlier_ratio = vs.get_double("min_inlier_ratio");
         s.verify.reprojection_error = vs.get_double("reprojection_error");
         s.verify.min_area = vs.get_double("min_area");
+        s.verify.min_inlier_area = vs.get_double("min_inlier_area");
         s.verify.max_scale_change = vs.get_double("max_scale_change");
         s.verify.max_aspect_change = vs.get_double("max_aspect_change");
         s.verify.max_side_ratio = vs.get_double("max_side_ratio");

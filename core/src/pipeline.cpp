@@ -417,6 +417,8 @@ HomographyFit fit_homography(const std::vector<Correspondence>& matches, const V
         if (same) break;
     }
     fit.inliers = cv::countNonZero(mask);
+    for (std::size_t i = 0; i < mask.size(); ++i)
+        if (mask[i]) fit.inlier_reference.push_back(src[i]);
     return fit;
 }
 
@@ -435,6 +437,8 @@ HomographyFit fit_similarity(const std::vector<Correspondence>& matches, const V
     fit.H = cv::Mat::eye(3, 3, CV_64F);
     A.copyTo(fit.H.rowRange(0, 2));
     fit.inliers = cv::countNonZero(kept);
+    for (std::size_t i = 0; i < kept.size(); ++i)
+        if (kept[i]) fit.inlier_reference.push_back(src[i]);
     return fit;
 }
 
@@ -473,6 +477,14 @@ const char* implausible(const cv::Mat& H, cv::Size ref, cv::Size query, const Ve
     if (aspect > v.max_aspect_change || aspect < 1.0 / v.max_aspect_change)
         return "aspect change too large";
     return nullptr;
+}
+
+// The share of the reference's area inside the convex hull of the fit's inliers.
+double inlier_cover(const HomographyFit& fit, cv::Size ref) {
+    if (fit.inlier_reference.size() < 3 || ref.area() <= 0) return 0.0;
+    std::vector<cv::Point2f> hull;
+    cv::convexHull(fit.inlier_reference, hull);
+    return cv::contourArea(hull) / static_cast<double>(ref.area());
 }
 
 // The index's word matches in the reference's frame that land within `radius` of their gallery
@@ -602,7 +614,11 @@ std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features
         fit = std::move(*second);
     }
     if (const char* why = implausible(fit.H, info.size, work.size(), v)) return reject(why);
+    const double cover = inlier_cover(fit, info.size);
+    if (cover < v.min_inlier_area) return reject("inliers cover too little of the reference");
     const auto quad = outline(fit.H, info.size);
+    log_->debug("candidate {} accepted: {} inliers of {}, inlier hull {:.4f} of the reference", c.id, fit.inliers,
+                fit.matches, cover);
 
     Match m;
     m.id = c.id;
@@ -637,6 +653,13 @@ Result Pipeline::recognize_or_throw(const Request& request) const {
     auto candidates = index().search(strongest_features(features, settings_.search_features, work.size(), settings_.search_grid),
                                      settings_.verify.candidates);
     result.timings_ms["search"] = ms_since(t);
+    if (log_->should_log(spdlog::level::debug)) {
+        // What the index proposed, for "why was my item not found?": ranked, with scores.
+        std::string ranked;
+        for (std::size_t i = 0; i < candidates.size(); ++i)
+            ranked += fmt::format("{}{}={:.4g}", i ? " " : "", candidates[i].id, candidates[i].score);
+        log_->debug("request '{}': {} candidates: {}", request.id, candidates.size(), ranked);
+    }
     check_deadline(request, "verification");
 
     t = Clock::now();

@@ -16,6 +16,7 @@
 // it touches exclusively for the time of its appends. The item table has its own lock, taken by a
 // search only at the end, to drop removed items and name the winners.
 #include <opencv2/core.hpp>
+#include <opencv2/core/utility.hpp>
 #include <sightline/plugin.hpp>
 #include <sightline/serialize.hpp>
 #include <sightline/vocabulary.hpp>
@@ -38,13 +39,27 @@ using sightline::Error;
 using sightline::ErrorCode;
 
 // A posting as snapshots hold it, 16 bytes: the item, the keypoint at 1/4 px (up to 16383 px),
-// the 64-bit embedding signature.
+// the 64-bit embedding signature; its orientation and scale (Geo) follow the list apart.
 struct Posting {
     std::uint32_t item;
     std::uint16_t x4, y4;
     std::uint64_t sig;
 };
 static_assert(sizeof(Posting) == 16);
+
+// A keypoint's orientation in 1/256 turns and its size as log2 in 1/16 octaves: what weak
+// geometric consistency compares (a photo turns and scales all of an item's features alike).
+struct Geo {
+    std::uint8_t angle = 0, scale = 0;
+};
+static_assert(sizeof(Geo) == 2);
+
+Geo geo_of(const cv::KeyPoint& kp) {
+    Geo g;
+    if (kp.angle >= 0) g.angle = static_cast<std::uint8_t>(std::lround(kp.angle * (256.0 / 360.0)) & 255);
+    g.scale = static_cast<std::uint8_t>(std::clamp(std::lround(std::log2(std::max(kp.size, 1.0f)) * 16.0), 0L, 255L));
+    return g;
+}
 
 // A word's postings in memory, in item order, as two arrays: a search reads every signature but
 // the rest only of the few that pass, so the signatures are kept together (half the bytes read).
@@ -55,22 +70,87 @@ struct Where {
 struct PostingList {
     std::vector<std::uint64_t> sigs;
     std::vector<Where> where;
+    std::vector<Geo> geo;
     std::size_t size() const { return sigs.size(); }
     bool empty() const { return sigs.empty(); }
-    void push_back(const Posting& p) {
-        // Grow by a quarter, not double: lists are most of the memory.
-        if (sigs.size() == sigs.capacity()) {
-            sigs.reserve(sigs.size() + sigs.size() / 4 + 4);
-            where.reserve(sigs.capacity());
-        }
+    void reserve(std::size_t n) {
+        sigs.reserve(n);
+        where.reserve(n);
+        geo.reserve(n);
+    }
+    void push_back(const Posting& p, Geo g) {
+        // Grow by an eighth, not double: lists are most of the memory.
+        if (sigs.size() == sigs.capacity()) reserve(sigs.size() + sigs.size() / 8 + 4);
         sigs.push_back(p.sig);
         where.push_back({p.item, p.x4, p.y4});
+        geo.push_back(g);
     }
     Posting operator[](std::size_t i) const {
         return {where[i].item, where[i].x4, where[i].y4, sigs[i]};
     }
 };
 constexpr int kBits = sightline::Vocabulary::kSignatureBits;
+
+// A query feature's best posting in one item for one of its words.
+struct Hit {
+    std::uint32_t item;
+    int row;  // query feature
+    std::uint16_t x4, y4;
+    std::uint8_t h;  // signature distance
+    Geo g;
+    float weight;  // idf² · Hamming weight
+};
+
+// Weak geometric consistency (Jégou, Douze and Schmid, ECCV 2008, in a joint form): the word
+// matches of a true item agree on one rotation and one scale change, a chance item's spread over
+// all of them. An item's score becomes the weight of its matches in the densest window of a
+// (rotation, log-scale change) histogram: 16 bins of 22.5° by 64 of half an octave, a window of
+// 2×2 bins (45°, one octave; sliding, so no peak is cut in two by a bin edge). One match per query
+// feature and item, its closest signature, as in the first scoring.
+void rescore_geometry(const std::vector<Hit>& hits, const std::vector<Geo>& qgeo,
+                      std::vector<std::pair<float, std::uint32_t>>& ranked,
+                      const std::unordered_map<std::uint32_t, float>& norm_of, double qnorm) {
+    constexpr int kA = 16, kS = 64;
+    std::unordered_map<std::uint32_t, std::size_t> slot;
+    for (std::size_t i = 0; i < ranked.size(); ++i) slot.emplace(ranked[i].second, i);
+    std::vector<std::vector<const Hit*>> per(ranked.size());
+    for (const auto& h : hits)
+        if (auto it = slot.find(h.item); it != slot.end()) per[it->second].push_back(&h);
+    std::vector<float> hist(kA * kS, 0.0f);
+    std::vector<int> used;
+    for (std::size_t i = 0; i < ranked.size(); ++i) {
+        auto& v = per[i];
+        std::sort(v.begin(), v.end(), [](const Hit* a, const Hit* b) {
+            return a->row != b->row ? a->row < b->row : a->h < b->h;
+        });
+        used.clear();
+        int last_row = -1;
+        for (const Hit* h : v) {
+            if (h->row == last_row) continue;
+            last_row = h->row;
+            const Geo& qg = qgeo[static_cast<std::size_t>(h->row)];
+            const int a = ((qg.angle - h->g.angle) & 255) >> 4;
+            const int ds = static_cast<int>(qg.scale) - static_cast<int>(h->g.scale);  // -255..255
+            const int b = (ds + 256) >> 3;
+            const int cell = a * kS + b;
+            if (hist[static_cast<std::size_t>(cell)] == 0.0f) used.push_back(cell);
+            hist[static_cast<std::size_t>(cell)] += h->weight;
+        }
+        float peak = 0;
+        const auto at = [&](int a, int b) {
+            return b < 0 || b >= kS ? 0.0f : hist[static_cast<std::size_t>(((a + kA) % kA) * kS + b)];
+        };
+        for (int cell : used) {
+            const int a = cell / kS, b = cell % kS;
+            for (int da = -1; da <= 0; ++da)
+                for (int db = -1; db <= 0; ++db)
+                    peak = std::max(peak, at(a + da, b + db) + at(a + da + 1, b + db) + at(a + da, b + db + 1) +
+                                              at(a + da + 1, b + db + 1));
+        }
+        for (int cell : used) hist[static_cast<std::size_t>(cell)] = 0.0f;
+        ranked[i].first = static_cast<float>(peak / (norm_of.at(ranked[i].second) * qnorm));
+    }
+}
 
 struct ItemEntry {
     std::string id;
@@ -92,7 +172,7 @@ public:
     static constexpr const char* description =
         "inverted file over a trained visual vocabulary: tf-idf, Hamming embedding, word correspondences";
     static sightline::ConfigSchema config_schema() {
-        static const std::array<ConfigKey, 8> keys{{
+        static const std::array<ConfigKey, 9> keys{{
             {.name = "vocabulary", .type = ConfigType::string, .required = true,
              .description = "key of the vocabulary file (made by `sightline vocab train`) in `storage`"},
             {.name = "storage", .type = ConfigType::string, .default_value = "vocab",
@@ -109,6 +189,8 @@ public:
              .description = "word correspondences passed to verification per candidate, closest first"},
             {.name = "query_words", .type = ConfigType::integer, .default_value = "1", .min = 1, .max = 16,
              .description = "words looked up per query feature: its own and the nearest neighbouring leaves (multiple assignment)"},
+            {.name = "geometry_rerank", .type = ConfigType::integer, .default_value = "300", .min = 0, .max = 1e6,
+             .description = "the N best items by tf-idf are scored again by their word matches that agree on one rotation and one scale change (weak geometric consistency; 0: off)"},
         }};
         return keys;
     }
@@ -120,7 +202,8 @@ public:
           max_list_(static_cast<std::size_t>(ctx.config().get_int("max_matches_per_feature"))),
           compact_share_(ctx.config().get_double("compact_share")),
           max_corr_(static_cast<std::size_t>(ctx.config().get_int("max_correspondences"))),
-          query_words_(static_cast<int>(ctx.config().get_int("query_words"))) {
+          query_words_(static_cast<int>(ctx.config().get_int("query_words"))),
+          rerank_(static_cast<std::size_t>(ctx.config().get_int("geometry_rerank"))) {
         const std::string key = ctx.config().get_string("vocabulary");
         const std::string storage_name = ctx.config().get_string("storage");
         auto storage = ctx.storage(storage_name);
@@ -169,6 +252,7 @@ public:
         struct Pending {
             std::uint32_t word;
             Posting p;
+            Geo g;
         };
         std::vector<Pending> pending;
         pending.reserve(rows.size());
@@ -177,9 +261,10 @@ public:
         for (int r : rows) {
             const std::uint8_t* row = f.descriptors.ptr(r);
             const std::uint32_t w = vocab_.quantize_row(row);
-            const auto& pt = f.keypoints[static_cast<std::size_t>(r)].pt;
-            pending.push_back({w, Posting{0, quarter_px(pt.x), quarter_px(pt.y),
-                                          vocab_.embed(f.descriptors, proj, r, w)}});
+            const cv::KeyPoint& kp = f.keypoints[static_cast<std::size_t>(r)];
+            pending.push_back({w, Posting{0, quarter_px(kp.pt.x), quarter_px(kp.pt.y),
+                                          vocab_.embed(f.descriptors, proj, r, w)},
+                               geo_of(kp)});
             ++tf[w];
         }
         double norm2 = 0;
@@ -204,7 +289,7 @@ public:
             for (; i < pending.size() && pending[i].word % kStripes == stripe; ++i) {
                 Posting p = pending[i].p;
                 p.item = item;
-                lists_[pending[i].word].push_back(p);
+                lists_[pending[i].word].push_back(p, pending[i].g);
             }
         }
         live_postings_ += pending.size();
@@ -234,86 +319,28 @@ public:
         }
         if (n_items == 0) return {};
 
-        // Each query feature in its word and the nearest neighbouring words (multiple assignment).
-        std::vector<std::uint32_t> words;
-        std::unordered_map<std::uint32_t, std::uint32_t> tf;
-        struct QF {
-            std::uint32_t word;
-            std::uint64_t sig;
-        };
-        std::vector<std::vector<QF>> per_row(static_cast<std::size_t>(q.rows));
+        // The query's rows are split into chunks scanned in parallel (cv::parallel_for_, as the
+        // host's worker pool sizes it), each with its own scores: a query feature lives in one
+        // chunk, so "once per item" holds within it and the chunks' scores simply add up.
         const cv::Mat proj = vocab_.projections(q);
-        for (int r = 0; r < q.rows; ++r) {
-            words.clear();
-            vocab_.quantize_near(q.ptr(r), query_words_, words);
-            ++tf[words.front()];
-            for (auto w : words)
-                per_row[static_cast<std::size_t>(r)].push_back({w, vocab_.embed(q, proj, r, w)});
+        std::vector<std::uint32_t> own_word(static_cast<std::size_t>(q.rows));
+        const int chunks = q.rows >= 512 ? std::clamp(cv::getNumThreads(), 1, 8) : 1;
+        std::vector<Scan> scans(static_cast<std::size_t>(chunks));
+        cv::parallel_for_(cv::Range(0, chunks), [&](const cv::Range& range) {
+            for (int c = range.start; c < range.end; ++c)
+                scan_rows(q, proj, q.rows * c / chunks, q.rows * (c + 1) / chunks, n_items, own_word,
+                          scans[static_cast<std::size_t>(c)]);
+        });
+        std::vector<float> score = std::move(scans[0].score);
+        std::vector<Hit> hits = std::move(scans[0].hits);
+        for (std::size_t c = 1; c < scans.size(); ++c) {
+            for (std::size_t i = 0; i < n_items; ++i) score[i] += scans[c].score[i];
+            hits.insert(hits.end(), scans[c].hits.begin(), scans[c].hits.end());
         }
+        std::unordered_map<std::uint32_t, std::uint32_t> tf;
+        for (auto w : own_word) ++tf[w];
         double qnorm2 = 0;
         for (const auto& [w, n] : tf) qnorm2 += static_cast<double>(n) * n * idf2_[w];
-
-        struct Hit {
-            std::uint32_t item;
-            int row;  // query feature
-            std::uint16_t x4, y4;
-            std::uint8_t h;
-        };
-        std::vector<float> score(n_items, 0.0f);
-        // Per item, the query feature that last scored for it and with what weight: a feature
-        // counts once per item, with its best match over all its words.
-        std::vector<int> stamp(n_items, -1);
-        std::vector<float> best_weight(n_items, 0.0f);
-        std::vector<Hit> hits;
-        hits.reserve(4096);
-        for (int r = 0; r < q.rows; ++r) {
-            for (const QF& f : per_row[static_cast<std::size_t>(r)]) {
-                const std::uint32_t w = f.word;
-                std::shared_lock lock(stripes_[w % kStripes]);
-                const auto& list = lists_[w];
-                if (list.empty() || (max_list_ > 0 && list.size() > max_list_)) continue;
-                // The list is in item order, so one item's postings are adjacent: keep the
-                // closest per item for this query feature. Most postings fail the signature test,
-                // so that is the only branch on the common path.
-                const int t = threshold_;
-                const std::uint64_t sig = f.sig;
-                std::uint32_t run_item = UINT32_MAX;
-                int run_h = 0;
-                std::size_t run_at = 0;
-                const auto credit = [&] {
-                    const std::uint32_t item = run_item;
-                    if (item == UINT32_MAX || item >= n_items) return;
-                    const float weight =
-                        static_cast<float>(idf2_[w] * he_weight_[static_cast<std::size_t>(run_h)]);
-                    if (stamp[item] != r) {
-                        stamp[item] = r;
-                        best_weight[item] = weight;
-                        score[item] += weight;
-                    } else if (weight > best_weight[item]) {
-                        score[item] += weight - best_weight[item];
-                        best_weight[item] = weight;
-                    }
-                    const Where& at = list.where[run_at];
-                    hits.push_back({item, r, at.x4, at.y4, static_cast<std::uint8_t>(run_h)});
-                };
-                const std::uint64_t* sigs = list.sigs.data();
-                const Where* where = list.where.data();
-                for (std::size_t i = 0, n = list.size(); i < n; ++i) {
-                    const int h = __builtin_popcountll(sigs[i] ^ sig);
-                    if (h > t) continue;
-                    if (where[i].item != run_item) {
-                        credit();
-                        run_item = where[i].item;
-                        run_h = h;
-                        run_at = i;
-                    } else if (h < run_h) {
-                        run_h = h;
-                        run_at = i;
-                    }
-                }
-                credit();
-            }
-        }
 
         // Rank, dropping removed items; the item lock only for this step.
         std::vector<std::uint32_t> touched;
@@ -324,7 +351,7 @@ public:
             }
         for (auto t : touched) score[t] = -score[t];
         std::vector<std::pair<float, std::uint32_t>> ranked;
-        std::vector<std::string> names;
+        std::vector<float> norms;
         {
             std::shared_lock lock(items_mutex_);
             for (auto t : touched) {
@@ -332,14 +359,29 @@ public:
                 const ItemEntry& e = items_[t];
                 if (!e.alive || e.norm <= 0) continue;
                 ranked.push_back({static_cast<float>(score[t] / (e.norm * std::sqrt(qnorm2))), t});
+                norms.push_back(e.norm);
             }
-            const std::size_t keep = std::min(k, ranked.size());
-            std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(keep), ranked.end(),
-                              [&](const auto& x, const auto& y) {
-                                  return x.first != y.first ? x.first > y.first : items_[x.second].id < items_[y.second].id;
-                              });
-            ranked.resize(keep);
-            for (const auto& r : ranked) names.push_back(items_[r.second].id);
+        }
+        const auto better = [](const auto& x, const auto& y) {
+            return x.first != y.first ? x.first > y.first : x.second < y.second;
+        };
+        if (rerank_ > 0 && query.keypoints.size() == static_cast<std::size_t>(q.rows)) {
+            std::unordered_map<std::uint32_t, float> norm_of;
+            for (std::size_t i = 0; i < ranked.size(); ++i) norm_of[ranked[i].second] = norms[i];
+            const std::size_t m = std::min(std::max(rerank_, k), ranked.size());
+            std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(m), ranked.end(), better);
+            ranked.resize(m);
+            std::vector<Geo> qgeo(query.keypoints.size());
+            for (std::size_t i = 0; i < qgeo.size(); ++i) qgeo[i] = geo_of(query.keypoints[i]);
+            rescore_geometry(hits, qgeo, ranked, norm_of, std::sqrt(qnorm2));
+        }
+        const std::size_t keep = std::min(k, ranked.size());
+        std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(keep), ranked.end(), better);
+        ranked.resize(keep);
+        std::vector<std::string> names;
+        {
+            std::shared_lock lock(items_mutex_);
+            for (const auto& r : ranked) names.push_back(r.second < items_.size() ? items_[r.second].id : std::string());
         }
         std::unordered_map<std::uint32_t, std::size_t> slot;
         std::vector<sightline::Candidate> out(ranked.size());
@@ -439,15 +481,22 @@ public:
                 w.pod(e.postings);
             }
         std::vector<Posting> buf;
+        std::vector<Geo> geo;
         for (std::uint32_t word = 0; word < vocab_.words(); ++word) {
             std::shared_lock lock(stripes_[word % kStripes]);
             buf.clear();
+            geo.clear();
             const auto& list = lists_[word];
             for (std::size_t i = 0; i < list.size(); ++i)
-                if (const Posting p = list[i]; remap[p.item] != UINT32_MAX)
+                if (const Posting p = list[i]; remap[p.item] != UINT32_MAX) {
                     buf.push_back({remap[p.item], p.x4, p.y4, p.sig});
+                    geo.push_back(list.geo[i]);
+                }
             w.pod<std::uint32_t>(static_cast<std::uint32_t>(buf.size()));
-            if (!buf.empty()) w.bytes(buf.data(), buf.size() * sizeof(Posting));
+            if (!buf.empty()) {
+                w.bytes(buf.data(), buf.size() * sizeof(Posting));
+                w.bytes(geo.data(), geo.size() * sizeof(Geo));
+            }
         }
         w.bytes(kMagic, 4);  // trailer: a cut-off snapshot is caught even at a list boundary
         if (!out) throw Error(ErrorCode::unavailable, "index-vocab: writing the snapshot failed");
@@ -477,18 +526,22 @@ public:
         }
         std::vector<PostingList> lists(vocab_.words());
         std::vector<Posting> buf;
+        std::vector<Geo> geo;
         std::size_t seen = 0;
         for (auto& list : lists) {
             const auto m = r.pod<std::uint32_t>();
             if (m > live - std::min(live, seen)) r.fail("a posting list is longer than the items' postings");
             buf.resize(m);
-            if (m) r.read(buf.data(), m * sizeof(Posting));
-            list.sigs.reserve(m);
-            list.where.reserve(m);
-            for (const auto& p : buf) {
+            geo.resize(m);
+            if (m) {
+                r.read(buf.data(), m * sizeof(Posting));
+                r.read(geo.data(), m * sizeof(Geo));
+            }
+            list.reserve(m);
+            for (std::size_t i = 0; i < m; ++i) {
+                const Posting& p = buf[i];
                 if (p.item >= n) r.fail("a posting names item " + std::to_string(p.item) + " of " + std::to_string(n));
-                list.sigs.push_back(p.sig);
-                list.where.push_back({p.item, p.x4, p.y4});
+                list.push_back(p, geo[i]);
             }
             seen += m;
         }
@@ -507,7 +560,94 @@ public:
 
 private:
     static constexpr char kMagic[4] = {'S', 'L', 'V', 'I'};
-    static constexpr std::uint32_t kVersion = 2;  // 2: 64-bit signatures
+
+    // One chunk's share of a search: a score per item and the hits behind them.
+    struct Scan {
+        std::vector<float> score;
+        std::vector<Hit> hits;
+    };
+
+    // Looks query rows [from, to) up, each in its word and the nearest neighbouring words
+    // (multiple assignment), and scores every item the postings name. own_word[r] gets row r's word.
+    // The signature test is the hot loop: without the popcnt instruction (not in the x86-64
+    // baseline the package is built for) each test is a call into libgcc, 3x slower, so the
+    // loop is compiled twice and the CPU picks (as sightline/hamming.hpp does).
+    void scan_rows(const cv::Mat& q, const cv::Mat& proj, int from, int to, std::size_t n_items,
+                   std::vector<std::uint32_t>& own_word, Scan& out) const {
+        static const bool popcnt = __builtin_cpu_supports("popcnt");
+        if (popcnt)
+            scan_rows_popcnt(q, proj, from, to, n_items, own_word, out);
+        else
+            scan_rows_impl(q, proj, from, to, n_items, own_word, out);
+    }
+    __attribute__((target("popcnt"))) void scan_rows_popcnt(const cv::Mat& q, const cv::Mat& proj, int from, int to,
+                                                            std::size_t n_items, std::vector<std::uint32_t>& own_word,
+                                                            Scan& out) const {
+        scan_rows_impl(q, proj, from, to, n_items, own_word, out);
+    }
+    __attribute__((always_inline)) void scan_rows_impl(const cv::Mat& q, const cv::Mat& proj, int from, int to,
+                                                       std::size_t n_items, std::vector<std::uint32_t>& own_word,
+                                                       Scan& out) const {
+        std::vector<float>& score = out.score;
+        std::vector<Hit>& hits = out.hits;
+        score.assign(n_items, 0.0f);
+        // Per item, the query feature that last scored for it and with what weight: a feature
+        // counts once per item, with its best match over all its words.
+        std::vector<int> stamp(n_items, -1);
+        std::vector<float> best_weight(n_items, 0.0f);
+        hits.reserve(4096);
+        std::vector<std::uint32_t> words;
+        for (int r = from; r < to; ++r) {
+            words.clear();
+            vocab_.quantize_near(q.ptr(r), query_words_, words);
+            own_word[static_cast<std::size_t>(r)] = words.front();
+            for (const std::uint32_t w : words) {
+                const std::uint64_t sig = vocab_.embed(q, proj, r, w);
+                std::shared_lock lock(stripes_[w % kStripes]);
+                const auto& list = lists_[w];
+                if (list.empty() || (max_list_ > 0 && list.size() > max_list_)) continue;
+                // The list is in item order, so one item's postings are adjacent: keep the
+                // closest per item for this query feature. Most postings fail the signature test,
+                // so that is the only branch on the common path.
+                const int t = threshold_;
+                std::uint32_t run_item = UINT32_MAX;
+                int run_h = 0;
+                std::size_t run_at = 0;
+                const auto credit = [&] {
+                    const std::uint32_t item = run_item;
+                    if (item == UINT32_MAX || item >= n_items) return;
+                    const float weight = static_cast<float>(idf2_[w] * he_weight_[static_cast<std::size_t>(run_h)]);
+                    if (stamp[item] != r) {
+                        stamp[item] = r;
+                        best_weight[item] = weight;
+                        score[item] += weight;
+                    } else if (weight > best_weight[item]) {
+                        score[item] += weight - best_weight[item];
+                        best_weight[item] = weight;
+                    }
+                    const Where& at = list.where[run_at];
+                    hits.push_back({item, r, at.x4, at.y4, static_cast<std::uint8_t>(run_h), list.geo[run_at], weight});
+                };
+                const std::uint64_t* sigs = list.sigs.data();
+                const Where* where = list.where.data();
+                for (std::size_t i = 0, n = list.size(); i < n; ++i) {
+                    const int h = __builtin_popcountll(sigs[i] ^ sig);
+                    if (h > t) continue;
+                    if (where[i].item != run_item) {
+                        credit();
+                        run_item = where[i].item;
+                        run_h = h;
+                        run_at = i;
+                    } else if (h < run_h) {
+                        run_h = h;
+                        run_at = i;
+                    }
+                }
+                credit();
+            }
+        }
+    }
+    static constexpr std::uint32_t kVersion = 3;  // 2: 64-bit signatures; 3: orientation and scale
 
     // Caller holds write_mutex_ and items_mutex_ exclusively.
     void retire(std::uint32_t item) {
@@ -537,13 +677,16 @@ private:
                 for (std::size_t i = 0; i < list.size(); ++i)
                     if (alive[list.where[i].item]) {
                         list.sigs[kept] = list.sigs[i];
+                        list.geo[kept] = list.geo[i];
                         list.where[kept++] = list.where[i];
                     }
                 list.sigs.resize(kept);
                 list.where.resize(kept);
+                list.geo.resize(kept);
                 if (list.sigs.capacity() > kept + kept / 4 + 8) {
                     list.sigs.shrink_to_fit();
                     list.where.shrink_to_fit();
+                    list.geo.shrink_to_fit();
                 }
             }
         }
@@ -559,6 +702,7 @@ private:
     double compact_share_;
     std::size_t max_corr_;
     int query_words_;
+    std::size_t rerank_;
     sightline::Vocabulary vocab_;
     std::uint64_t vocab_id_ = 0;
     std::vector<float> idf2_;

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <sightline/synth/synth.hpp>
 
 #include <cstdio>
@@ -484,4 +485,36 @@ TEST(Rectify, LooksAgainThroughTheIndexWhenNoDescriptorsAreKept) {
     }
     EXPECT_GE(second_look, first_look + 4) << "first look " << first_look << ", with the second "
                                            << second_look << " of " << items.size();
+}
+
+// A close-up of the middle of an item (half its width and height, a quarter of its area) is
+// recognised, its inliers all inside that part; verify.min_inlier_area above a quarter refuses it,
+// as it refuses chance fits on one small patch of repeated structure.
+TEST(Verify, MinInlierAreaRefusesFitsOnASmallPartOfTheReference) {
+    Host& plain = host_for("default.yaml");
+    Host& strict = host_for("default.yaml", {"pipelines.surf.verify.min_inlier_area=0.3"});
+    EXPECT_EQ(plain.pipeline().settings().verify.min_inlier_area, 0.0);
+    EXPECT_EQ(strict.pipeline().settings().verify.min_inlier_area, 0.3);
+    const auto items = gallery_part();
+    int found = 0;
+    for (std::size_t i : {0u, 2u, 4u, 6u}) {  // of the 20, 10 close-ups are recognised, these among them
+        const cv::Mat image = cv::imread(items.at(i).string(), cv::IMREAD_COLOR);
+        ASSERT_FALSE(image.empty()) << items.at(i);
+        const cv::Rect patch(image.cols / 4, image.rows / 4, image.cols / 2, image.rows / 2);
+        cv::Mat close_up;
+        cv::resize(image(patch), close_up, kPhotoSize, 0, 0, cv::INTER_CUBIC);
+        std::vector<unsigned char> jpeg;
+        ASSERT_TRUE(cv::imencode(".jpg", close_up, jpeg, {cv::IMWRITE_JPEG_QUALITY, 92}));
+        Result loose = plain.pipeline().recognize(request_for(jpeg));
+        ASSERT_FALSE(loose.error.has_value()) << loose.error->message;
+        if (!loose.matches.empty()) {
+            EXPECT_EQ(loose.matches.front().id, items[i].stem().string());
+            ++found;
+        }
+        Result r = strict.pipeline().recognize(request_for(jpeg));
+        ASSERT_FALSE(r.error.has_value()) << r.error->message;
+        EXPECT_TRUE(r.matches.empty()) << items[i].stem() << " matched with " << r.matches.front().inliers
+                                       << " inliers inside a quarter of it";
+    }
+    EXPECT_GE(found, 3) << "the close-ups are no longer recognised at all; the test shows nothing";
 }

@@ -13,6 +13,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <opencv2/core.hpp>
+#include <opencv2/core/utility.hpp>
 
 #include <sightline/vocabulary.hpp>
 
@@ -687,6 +688,99 @@ TEST_F(IndexFaiss, ConfigSchemaBoundsAndChoices) {
     EXPECT_THAT(errors_for("{type: faiss, omp_threads: -1}"), HasSubstr("omp_threads"));
     EXPECT_THAT(errors_for("{type: faiss, ef_serach: 10}"), HasSubstr("ef_search"));  // did you mean
     for (const auto& key : plugin_->schema()) EXPECT_STRNE(key.description, "") << key.name;
+}
+
+// ---- index-vocab's own behaviour -------------------------------------------------------------
+
+class IndexVocab : public ::testing::Test {
+protected:
+    void SetUp() override {
+        registry_.load_all();
+        plugin_ = registry_.find(PluginKind::index, "vocab");
+        ASSERT_NE(plugin_, nullptr) << "index-vocab is not built in " << plugin_dir();
+    }
+    std::shared_ptr<Index> make(const std::string& yaml) {
+        Config config(YAML::Load(yaml), "vocab.yaml", "pipelines.p.index", plugin_->schema());
+        contexts_.push_back(vocab_setup(IndexSetup{config, registry_, scratch_.path(), CV_32F,
+                                                   [](int rows, std::uint64_t seed) {
+                                                       return random_descriptors(CV_32F, rows, seed);
+                                                   }}));
+        return registry_.create<PluginKind::index>(*plugin_, *contexts_.back());
+    }
+
+    PluginRegistry registry_{std::vector<fs::path>{plugin_dir()}};
+    TempDir scratch_{"sightline-index-vocab"};
+    std::vector<std::unique_ptr<Context>> contexts_;
+    const LoadedPlugin* plugin_ = nullptr;
+};
+
+// Two items share the query's descriptors: "turned" holds 60 of them as a photo turned by 30° and
+// zoomed 2x would show them (every keypoint's angle and size changed alike), "scrambled" all 100
+// with random angles and sizes, as a chance item whose features look alike but lie any which way.
+// By tf-idf alone "scrambled" ranks first (more word matches, and "turned" carries 30 unrelated
+// features); weak geometric consistency puts "turned" first.
+TEST_F(IndexVocab, GeometryRerankPrefersTheItemWhoseMatchesTurnAndScaleAlike) {
+    const Features query_src = random_item(CV_32F, 100, 4242);
+    cv::RNG rng(7);
+    Features query = noisy_query(query_src, 9);
+    for (auto& k : query.keypoints) {
+        k.angle = rng.uniform(0.f, 360.f);
+        k.size = rng.uniform(4.f, 60.f);
+    }
+    Features turned;
+    turned.descriptors = query_src.descriptors.rowRange(0, 60).clone();
+    for (int r = 0; r < 60; ++r) {
+        const cv::KeyPoint& q = query.keypoints[static_cast<std::size_t>(r)];
+        turned.keypoints.emplace_back(query_src.keypoints[static_cast<std::size_t>(r)].pt, q.size / 2.f,
+                                      std::fmod(q.angle + 330.f, 360.f));
+    }
+    const Features other = random_item(CV_32F, 30, 777);
+    cv::vconcat(turned.descriptors, other.descriptors, turned.descriptors);
+    for (const auto& k : other.keypoints) turned.keypoints.emplace_back(k.pt, 10.f, rng.uniform(0.f, 360.f));
+    Features scrambled = query_src;
+    for (auto& k : scrambled.keypoints) {
+        k.angle = rng.uniform(0.f, 360.f);
+        k.size = rng.uniform(4.f, 60.f);
+    }
+
+    const auto ranking = [&](const std::string& yaml) {
+        auto index = make(yaml);
+        index->add("scrambled", scrambled);
+        index->add("turned", turned);
+        const auto c = index->search(query, 2);
+        EXPECT_EQ(c.size(), 2u);
+        std::string order;
+        for (const auto& x : c) order += x.id + " ";
+        return order;
+    };
+    EXPECT_EQ(ranking("{type: vocab, vocabulary: test.voc, hamming_threshold: 3, geometry_rerank: 0}"),
+              "scrambled turned ");
+    EXPECT_EQ(ranking("{type: vocab, vocabulary: test.voc, hamming_threshold: 3}"), "turned scrambled ");
+}
+
+// A large query is scanned in chunks on OpenCV's threads; the answer must not depend on how many.
+TEST_F(IndexVocab, ChunkedScanAnswersAsOneThreadDoes) {
+    auto index = make("{type: vocab, vocabulary: test.voc, hamming_threshold: 3}");
+    for (int i = 0; i < 6; ++i) index->add(item_id(i), random_item(CV_32F, 400, 1000 + static_cast<std::uint64_t>(i)));
+    Features query = noisy_query(random_item(CV_32F, 400, 1002), 3);
+    const Features other = noisy_query(random_item(CV_32F, 400, 1004), 4);
+    cv::vconcat(query.descriptors, other.descriptors, query.descriptors);  // 800 rows: chunked
+    query.keypoints.insert(query.keypoints.end(), other.keypoints.begin(), other.keypoints.end());
+    const int threads = cv::getNumThreads();
+    cv::setNumThreads(1);
+    const auto one = index->search(query, 4);
+    cv::setNumThreads(4);
+    const auto four = index->search(query, 4);
+    cv::setNumThreads(threads);
+    ASSERT_EQ(one.size(), four.size());
+    ASSERT_GE(one.size(), 2u);
+    EXPECT_EQ(one[0].id, item_id(2));
+    EXPECT_EQ(one[1].id, item_id(4));
+    for (std::size_t i = 0; i < one.size(); ++i) {
+        EXPECT_EQ(one[i].id, four[i].id);
+        EXPECT_NEAR(one[i].score, four[i].score, 1e-4 * std::abs(one[i].score));  // float sums in another order
+        EXPECT_EQ(one[i].correspondences.size(), four[i].correspondences.size()) << one[i].id;
+    }
 }
 
 }  // namespace

@@ -29,6 +29,10 @@ struct VerifyParams {
     double min_inlier_ratio = 0.2;      // ... and at least this share of the candidate's matches
     double reprojection_error = 5.0;    // RANSAC threshold, working-size pixels
     double min_area = 0.002;            // projected outline, as a share of the query image area
+    // The inliers' convex hull in the reference, as a share of its area (0: no check). A chance
+    // homography often fits a handful of points on one small patch of repeated structure (a
+    // stroke of a line drawing, a corner of a chessboard); a true view spreads over the item.
+    double min_inlier_area = 0.0;
     double max_scale_change = 8.0;      // sqrt(area ratio) of outline vs. reference, either way
     double max_aspect_change = 4.0;     // outline aspect vs. reference aspect, either way
     double max_side_ratio = 5.0;        // longest/shortest pair of opposite sides (perspective)
@@ -54,6 +58,7 @@ struct HomographyFit {
     cv::Mat H;  // empty if none was found
     int inliers = 0;
     std::size_t matches = 0;  // correspondences it was fitted to
+    std::vector<cv::Point2f> inlier_reference;  // the inliers' points in the reference
     double ratio() const {
         return matches ? static_cast<double>(inliers) / static_cast<double>(matches) : 0;
     }
