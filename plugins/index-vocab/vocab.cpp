@@ -101,54 +101,107 @@ struct Hit {
     float weight;  // idf² · Hamming weight
 };
 
-// Weak geometric consistency (Jégou, Douze and Schmid, ECCV 2008, in a joint form): the word
-// matches of a true item agree on one rotation and one scale change, a chance item's spread over
-// all of them. An item's score becomes the weight of its matches in the densest window of a
-// (rotation, log-scale change) histogram: 16 bins of 22.5° by 64 of half an octave, a window of
-// 2×2 bins (45°, one octave; sliding, so no peak is cut in two by a bin edge). One match per query
-// feature and item, its closest signature, as in the first scoring.
+// Weak geometric consistency (Jégou, Douze and Schmid, ECCV 2008), extended with position as in
+// Lowe's Hough voting (IJCV 2004): the word matches of a true item agree on one similarity
+// transform, a chance item's spread over all of them. First a (rotation, log-scale change)
+// histogram, 16 bins of 22.5° by 64 of half an octave, whose densest window of 2×2 bins (45°, one
+// octave; sliding, so no peak is cut in two by a bin edge) gives the matches that turn and scale
+// alike; then where those matches put the item: each predicts the query position of the item's
+// origin (q − s·R(θ)·g, with its own rotation θ and scale s), voted into a grid of cells a quarter of
+// the item's size at that scale, each vote into the 2×2 nearest cells. An item's score is the weight
+// of the matches in the densest cell. One match per query feature and item, its closest signature,
+// as in the first scoring. Angles are in the image frame (y down) for gallery and query alike.
 void rescore_geometry(const std::vector<Hit>& hits, const std::vector<Geo>& qgeo,
-                      std::vector<std::pair<float, std::uint32_t>>& ranked,
-                      const std::unordered_map<std::uint32_t, float>& norm_of, double qnorm) {
+                      const std::vector<cv::KeyPoint>& qkp, std::vector<std::pair<float, std::uint32_t>>& ranked,
+                      const std::vector<float>& norms, std::size_t n_items, double qnorm) {
     constexpr int kA = 16, kS = 64;
-    std::unordered_map<std::uint32_t, std::size_t> slot;
-    for (std::size_t i = 0; i < ranked.size(); ++i) slot.emplace(ranked[i].second, i);
+    std::vector<std::int32_t> slot(n_items, -1);
+    for (std::size_t i = 0; i < ranked.size(); ++i) slot[ranked[i].second] = static_cast<std::int32_t>(i);
     std::vector<std::vector<const Hit*>> per(ranked.size());
     for (const auto& h : hits)
-        if (auto it = slot.find(h.item); it != slot.end()) per[it->second].push_back(&h);
+        if (const std::int32_t at = slot[h.item]; at >= 0) per[static_cast<std::size_t>(at)].push_back(&h);
     std::vector<float> hist(kA * kS, 0.0f);
     std::vector<int> used;
+    std::vector<const Hit*> kept;
+    struct Vote {
+        std::int64_t cell;
+        float weight;
+    };
+    std::vector<Vote> votes;
     for (std::size_t i = 0; i < ranked.size(); ++i) {
         auto& v = per[i];
         std::sort(v.begin(), v.end(), [](const Hit* a, const Hit* b) {
             return a->row != b->row ? a->row < b->row : a->h < b->h;
         });
         used.clear();
+        kept.clear();
         int last_row = -1;
-        for (const Hit* h : v) {
-            if (h->row == last_row) continue;
-            last_row = h->row;
+        float extent = 64;  // the item's size, as far as its matched keypoints show it
+        const auto cell_of = [&](const Hit* h) {
             const Geo& qg = qgeo[static_cast<std::size_t>(h->row)];
             const int a = ((qg.angle - h->g.angle) & 255) >> 4;
             const int ds = static_cast<int>(qg.scale) - static_cast<int>(h->g.scale);  // -255..255
-            const int b = (ds + 256) >> 3;
-            const int cell = a * kS + b;
+            return a * kS + ((ds + 256) >> 3);
+        };
+        for (const Hit* h : v) {
+            if (h->row == last_row) continue;
+            last_row = h->row;
+            kept.push_back(h);
+            extent = std::max({extent, h->x4 / 4.0f, h->y4 / 4.0f});
+            const int cell = cell_of(h);
             if (hist[static_cast<std::size_t>(cell)] == 0.0f) used.push_back(cell);
             hist[static_cast<std::size_t>(cell)] += h->weight;
         }
         float peak = 0;
+        int best_a = 0, best_b = 0;
         const auto at = [&](int a, int b) {
             return b < 0 || b >= kS ? 0.0f : hist[static_cast<std::size_t>(((a + kA) % kA) * kS + b)];
         };
         for (int cell : used) {
             const int a = cell / kS, b = cell % kS;
             for (int da = -1; da <= 0; ++da)
-                for (int db = -1; db <= 0; ++db)
-                    peak = std::max(peak, at(a + da, b + db) + at(a + da + 1, b + db) + at(a + da, b + db + 1) +
-                                              at(a + da + 1, b + db + 1));
+                for (int db = -1; db <= 0; ++db) {
+                    const float w = at(a + da, b + db) + at(a + da + 1, b + db) + at(a + da, b + db + 1) +
+                                    at(a + da + 1, b + db + 1);
+                    if (w > peak) {
+                        peak = w;
+                        best_a = (a + da + kA) % kA;
+                        best_b = b + db;
+                    }
+                }
         }
         for (int cell : used) hist[static_cast<std::size_t>(cell)] = 0.0f;
-        ranked[i].first = static_cast<float>(peak / (norm_of.at(ranked[i].second) * qnorm));
+
+        // Where the matches of that window put the item's origin.
+        votes.clear();
+        const double s_peak = std::exp2(((best_b + 1) * 8 - 256) / 16.0);  // the window's middle
+        const double size = std::max(8.0, 0.25 * s_peak * extent);
+        for (const Hit* h : kept) {
+            const int cell = cell_of(h);
+            const int a = cell / kS, b = cell % kS;
+            if ((a != best_a && a != (best_a + 1) % kA) || (b != best_b && b != best_b + 1)) continue;
+            const Geo& qg = qgeo[static_cast<std::size_t>(h->row)];
+            const double theta = static_cast<std::uint8_t>(qg.angle - h->g.angle) * (2.0 * CV_PI / 256.0);
+            const double sc = std::exp2((static_cast<int>(qg.scale) - static_cast<int>(h->g.scale)) / 16.0);
+            const double gx = h->x4 / 4.0, gy = h->y4 / 4.0;
+            const cv::Point2f& q = qkp[static_cast<std::size_t>(h->row)].pt;
+            const double tx = (q.x - sc * (std::cos(theta) * gx - std::sin(theta) * gy)) / size - 0.5;
+            const double ty = (q.y - sc * (std::sin(theta) * gx + std::cos(theta) * gy)) / size - 0.5;
+            const auto x0 = static_cast<std::int64_t>(std::floor(tx)), y0 = static_cast<std::int64_t>(std::floor(ty));
+            for (std::int64_t dy = 0; dy <= 1; ++dy)
+                for (std::int64_t dx = 0; dx <= 1; ++dx)
+                    votes.push_back({((x0 + dx) << 32) ^ ((y0 + dy) & 0xffffffff), h->weight});
+        }
+        std::sort(votes.begin(), votes.end(), [](const Vote& a, const Vote& b) { return a.cell < b.cell; });
+        float best = 0;
+        for (std::size_t k = 0; k < votes.size();) {
+            float w = 0;
+            std::size_t e = k;
+            for (; e < votes.size() && votes[e].cell == votes[k].cell; ++e) w += votes[e].weight;
+            best = std::max(best, w);
+            k = e;
+        }
+        ranked[i].first = static_cast<float>(best / (norms[i] * qnorm));
     }
 }
 
@@ -189,8 +242,8 @@ public:
              .description = "word correspondences passed to verification per candidate, closest first"},
             {.name = "query_words", .type = ConfigType::integer, .default_value = "1", .min = 1, .max = 16,
              .description = "words looked up per query feature: its own and the nearest neighbouring leaves (multiple assignment)"},
-            {.name = "geometry_rerank", .type = ConfigType::integer, .default_value = "300", .min = 0, .max = 1e6,
-             .description = "the N best items by tf-idf are scored again by their word matches that agree on one rotation and one scale change (weak geometric consistency; 0: off)"},
+            {.name = "geometry_rerank", .type = ConfigType::integer, .default_value = "3000", .min = 0, .max = 1e6,
+             .description = "the N best items by tf-idf are scored again by their word matches that agree on one rotation, scale change and position (weak geometric consistency with Hough voting; 0: off)"},
         }};
         return keys;
     }
@@ -366,14 +419,16 @@ public:
             return x.first != y.first ? x.first > y.first : x.second < y.second;
         };
         if (rerank_ > 0 && query.keypoints.size() == static_cast<std::size_t>(q.rows)) {
-            std::unordered_map<std::uint32_t, float> norm_of;
+            std::vector<float> norm_of(n_items, 0.0f);
             for (std::size_t i = 0; i < ranked.size(); ++i) norm_of[ranked[i].second] = norms[i];
             const std::size_t m = std::min(std::max(rerank_, k), ranked.size());
             std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(m), ranked.end(), better);
             ranked.resize(m);
+            norms.resize(m);
+            for (std::size_t i = 0; i < m; ++i) norms[i] = norm_of[ranked[i].second];
             std::vector<Geo> qgeo(query.keypoints.size());
             for (std::size_t i = 0; i < qgeo.size(); ++i) qgeo[i] = geo_of(query.keypoints[i]);
-            rescore_geometry(hits, qgeo, ranked, norm_of, std::sqrt(qnorm2));
+            rescore_geometry(hits, qgeo, query.keypoints, ranked, norms, n_items, std::sqrt(qnorm2));
         }
         const std::size_t keep = std::min(k, ranked.size());
         std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(keep), ranked.end(), better);
@@ -383,10 +438,10 @@ public:
             std::shared_lock lock(items_mutex_);
             for (const auto& r : ranked) names.push_back(r.second < items_.size() ? items_[r.second].id : std::string());
         }
-        std::unordered_map<std::uint32_t, std::size_t> slot;
+        std::vector<std::int32_t> slot(n_items, -1);
         std::vector<sightline::Candidate> out(ranked.size());
         for (std::size_t i = 0; i < ranked.size(); ++i) {
-            slot[ranked[i].second] = i;
+            slot[ranked[i].second] = static_cast<std::int32_t>(i);
             out[i].id = names[i];
             out[i].score = ranked[i].first;
         }
@@ -394,7 +449,7 @@ public:
         // many query points claim would fake inliers).
         std::vector<std::vector<const Hit*>> per(out.size());
         for (const auto& h : hits)
-            if (auto it = slot.find(h.item); it != slot.end()) per[it->second].push_back(&h);
+            if (const std::int32_t at = slot[h.item]; at >= 0) per[static_cast<std::size_t>(at)].push_back(&h);
         for (std::size_t i = 0; i < out.size(); ++i) {
             auto& v = per[i];
             std::stable_sort(v.begin(), v.end(), [](const Hit* a, const Hit* b) { return a->h < b->h; });
