@@ -571,9 +571,10 @@ int main(int argc, char** argv) {
                    "write every distractor image (<id>.png, as indexed) and gallery.tsv here; for small runs")
         ->type_name("DIR");
     app.add_option("--features-cache", o.features_cache,
-                   "keep every gallery item's feature record here (a subdirectory per extractor signature) and reuse "
-                   "them in later runs: index and search settings can then be compared at 100,000 items without "
-                   "extracting again. Several GB at that size; build rates then exclude extraction")
+                   "keep every gallery item's feature record here (a subdirectory per extractor signature, gallery "
+                   "size, seed and image directories) and reuse them in later runs: index and search settings can "
+                   "then be compared at 100,000 items without extracting again. Several GB at that size; build rates "
+                   "then exclude extraction")
         ->type_name("DIR");
     app.add_flag("--plan-only", o.plan_only,
                  "scan the sources, plan the gallery for the largest size, print the plan's counts and stop");

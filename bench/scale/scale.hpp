@@ -39,7 +39,7 @@ struct ScaleOptions : ConfigOptions {
     std::string out_file;
     std::string mistakes_csv;
     std::string save_gallery_dir;  // writes every distractor image made (small runs: to look at them)
-    std::string features_cache;    // feature records kept between runs, per extractor signature
+    std::string features_cache;    // feature records kept between runs (build_increment says how they are keyed)
     bool plan_only = false;  // print the gallery plan and stop
     bool pretty = false;
 };

@@ -9,7 +9,9 @@
 // word w meets each posting p of w; the pair counts if the Hamming distance h of their embedding
 // signatures is at most `hamming_threshold`, with weight idf(w)²·exp(−(h/threshold)²). Each query
 // feature counts at most once per item (its closest posting), so a repeated texture in the item
-// cannot outvote a real object (burstiness). score(d) = Σ weights / (‖q‖·‖d‖).
+// cannot outvote a real object (burstiness). score(d) = Σ weights / (‖q‖·‖d‖). The best
+// `geometry_rerank` items are then scored again by the matches that agree on one similarity
+// (rescore_geometry), for which every posting also keeps its keypoint's orientation and size.
 //
 // Concurrency. Posting lists are split over stripes, each with its own shared_mutex: a search holds
 // one stripe's lock while it reads one word's list, never the whole index; an add takes each stripe
@@ -61,8 +63,8 @@ Geo geo_of(const cv::KeyPoint& kp) {
     return g;
 }
 
-// A word's postings in memory, in item order, as two arrays: a search reads every signature but
-// the rest only of the few that pass, so the signatures are kept together (half the bytes read).
+// A word's postings in memory, in item order, as three arrays: a search reads every signature but
+// the rest only of the few that pass, so the signatures are kept together (8 of 18 bytes read).
 struct Where {
     std::uint32_t item;
     std::uint16_t x4, y4;
