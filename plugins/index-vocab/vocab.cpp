@@ -111,11 +111,14 @@ struct Hit {
 // alike; then where those matches put the item: each predicts the query position of the item's
 // origin (q − s·R(θ)·g, with its own rotation θ and scale s), voted into a grid of cells a quarter of
 // the item's size at that scale, each vote into the 2×2 nearest cells. An item's score is the weight
-// of the matches in the densest cell. One match per query feature and item, its closest signature,
-// as in the first scoring. Angles are in the image frame (y down) for gallery and query alike.
+// of the matches in the densest cell over ‖q‖·‖d‖^norm_power (`geometry_norm`): the full cosine
+// norm (power 1) pushed items with many features, the true ones among them, below small crops whose
+// few chance matches happened to agree. One match per query feature and item, its closest
+// signature, as in the first scoring, and one per gallery keypoint. Angles are in the image frame
+// (y down) for gallery and query alike.
 void rescore_geometry(const std::vector<Hit>& hits, const std::vector<Geo>& qgeo,
                       const std::vector<cv::KeyPoint>& qkp, std::vector<std::pair<float, std::uint32_t>>& ranked,
-                      const std::vector<float>& norms, std::size_t n_items, double qnorm) {
+                      const std::vector<float>& norms, std::size_t n_items, double qnorm, double norm_power) {
     constexpr int kA = 16, kS = 64;
     std::vector<std::int32_t> slot(n_items, -1);
     for (std::size_t i = 0; i < ranked.size(); ++i) slot[ranked[i].second] = static_cast<std::int32_t>(i);
@@ -149,6 +152,22 @@ void rescore_geometry(const std::vector<Hit>& hits, const std::vector<Geo>& qgeo
             if (h->row == last_row) continue;
             last_row = h->row;
             kept.push_back(h);
+        }
+        // A gallery keypoint counts once, with its best match: a repeated texture in the photo
+        // (many query features alike) would otherwise pile its matches onto one keypoint, all in
+        // one place, and outvote an item whose matches are many different keypoints (burstiness:
+        // Jégou, Douze and Schmid, CVPR 2009).
+        {
+            std::sort(kept.begin(), kept.end(), [](const Hit* a, const Hit* b) {
+                if (a->x4 != b->x4) return a->x4 < b->x4;
+                if (a->y4 != b->y4) return a->y4 < b->y4;
+                return a->weight > b->weight;
+            });
+            kept.erase(std::unique(kept.begin(), kept.end(), [](const Hit* a, const Hit* b) {
+                return a->x4 == b->x4 && a->y4 == b->y4;
+            }), kept.end());
+        }
+        for (const Hit* h : kept) {
             extent = std::max({extent, h->x4 / 4.0f, h->y4 / 4.0f});
             const int cell = cell_of(h);
             if (hist[static_cast<std::size_t>(cell)] == 0.0f) used.push_back(cell);
@@ -203,7 +222,7 @@ void rescore_geometry(const std::vector<Hit>& hits, const std::vector<Geo>& qgeo
             best = std::max(best, w);
             k = e;
         }
-        ranked[i].first = static_cast<float>(best / (norms[i] * qnorm));
+        ranked[i].first = static_cast<float>(best / (std::pow(norms[i], norm_power) * qnorm));
     }
 }
 
@@ -227,7 +246,7 @@ public:
     static constexpr const char* description =
         "inverted file over a trained visual vocabulary: tf-idf, Hamming embedding, word correspondences";
     static sightline::ConfigSchema config_schema() {
-        static const std::array<ConfigKey, 9> keys{{
+        static const std::array<ConfigKey, 11> keys{{
             {.name = "vocabulary", .type = ConfigType::string, .required = true,
              .description = "key of the vocabulary file (made by `sightline vocab train`) in `storage`"},
             {.name = "storage", .type = ConfigType::string, .default_value = "vocab",
@@ -246,6 +265,10 @@ public:
              .description = "words looked up per query feature: its own and the nearest neighbouring leaves (multiple assignment)"},
             {.name = "geometry_rerank", .type = ConfigType::integer, .default_value = "3000", .min = 0, .max = 1e6,
              .description = "the N best items by tf-idf are scored again by their word matches that agree on one rotation, scale change and position (weak geometric consistency with Hough voting; 0: off)"},
+            {.name = "geometry_norm", .type = ConfigType::number, .default_value = "0.5", .min = 0, .max = 1,
+             .description = "the re-ranking divides an item's agreeing weight by its tf-idf norm to this power: 1 as the cosine of the first ranking, 0 not at all; 0.5 favours small items less than 1 does"},
+            {.name = "match_item_threshold", .type = ConfigType::integer, .default_value = "64", .min = 0, .max = 64,
+             .description = "match_item (the pipeline's second look in a rectified photo) keeps only word matches whose signatures differ in at most this many bits (64: all)"},
         }};
         return keys;
     }
@@ -258,7 +281,9 @@ public:
           compact_share_(ctx.config().get_double("compact_share")),
           max_corr_(static_cast<std::size_t>(ctx.config().get_int("max_correspondences"))),
           query_words_(static_cast<int>(ctx.config().get_int("query_words"))),
-          rerank_(static_cast<std::size_t>(ctx.config().get_int("geometry_rerank"))) {
+          rerank_(static_cast<std::size_t>(ctx.config().get_int("geometry_rerank"))),
+          geometry_norm_(ctx.config().get_double("geometry_norm")),
+          match_item_threshold_(static_cast<int>(ctx.config().get_int("match_item_threshold"))) {
         const std::string key = ctx.config().get_string("vocabulary");
         const std::string storage_name = ctx.config().get_string("storage");
         auto storage = ctx.storage(storage_name);
@@ -430,7 +455,7 @@ public:
             for (std::size_t i = 0; i < m; ++i) norms[i] = norm_of[ranked[i].second];
             std::vector<Geo> qgeo(query.keypoints.size());
             for (std::size_t i = 0; i < qgeo.size(); ++i) qgeo[i] = geo_of(query.keypoints[i]);
-            rescore_geometry(hits, qgeo, query.keypoints, ranked, norms, n_items, std::sqrt(qnorm2));
+            rescore_geometry(hits, qgeo, query.keypoints, ranked, norms, n_items, std::sqrt(qnorm2), geometry_norm_);
         }
         const std::size_t keep = std::min(k, ranked.size());
         std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(keep), ranked.end(), better);
@@ -504,10 +529,13 @@ public:
                 const auto first =
                     std::lower_bound(list.where.begin(), list.where.end(), item, by_item);
                 for (auto i = static_cast<std::size_t>(first - list.where.begin());
-                     i < list.size() && list.where[i].item == item; ++i)
-                    out.push_back({query.keypoints[static_cast<std::size_t>(r)].pt,
-                                   cv::Point2f(list.where[i].x4 / 4.0f, list.where[i].y4 / 4.0f),
-                                   static_cast<float>(__builtin_popcountll(list.sigs[i] ^ sig))});
+                     i < list.size() && list.where[i].item == item; ++i) {
+                    const int h = __builtin_popcountll(list.sigs[i] ^ sig);
+                    if (h <= match_item_threshold_)
+                        out.push_back({query.keypoints[static_cast<std::size_t>(r)].pt,
+                                       cv::Point2f(list.where[i].x4 / 4.0f, list.where[i].y4 / 4.0f),
+                                       static_cast<float>(h)});
+                }
             }
         }
         return out;
@@ -760,6 +788,8 @@ private:
     std::size_t max_corr_;
     int query_words_;
     std::size_t rerank_;
+    double geometry_norm_;
+    int match_item_threshold_;
     sightline::Vocabulary vocab_;
     std::uint64_t vocab_id_ = 0;
     std::vector<float> idf2_;

@@ -773,6 +773,92 @@ TEST_F(IndexVocab, GeometryRerankPrefersTheItemWhoseMatchesAgreeOnOneSimilarity)
     EXPECT_EQ(ranking("{type: vocab, vocabulary: test.voc, hamming_threshold: 3}").substr(0, 7), "turned ");
 }
 
+// A repeated texture (a brick wall, a star field) gives a photo many features that look alike, and
+// they all meet the one gallery keypoint of that look: 60 query features on one keypoint of
+// "bursty", whose matches then agree on position too (they sit in one small patch). Counted once
+// per query feature they would outvote "true", whose 40 matches are 40 different keypoints; the
+// re-ranking counts a gallery keypoint once (Jégou, Douze and Schmid's burstiness, CVPR 2009).
+TEST_F(IndexVocab, GeometryRerankCountsAGalleryKeypointOnce) {
+    const Features source = random_item(CV_32F, 100, 5151);
+    Features query = noisy_query(source, 17);
+    const cv::Mat texture = random_descriptors(CV_32F, 1, 999);
+    for (int i = 0; i < 60; ++i) {
+        query.descriptors.push_back(texture);
+        query.keypoints.emplace_back(cv::Point2f(300.f + static_cast<float>(i % 8), 200.f + static_cast<float>(i / 8)), 8.f);
+    }
+    Features truth;
+    truth.descriptors = source.descriptors.rowRange(0, 40).clone();
+    truth.keypoints.assign(source.keypoints.begin(), source.keypoints.begin() + 40);
+    const Features filler = random_item(CV_32F, 30, 4040);
+    truth.descriptors.push_back(filler.descriptors);
+    truth.keypoints.insert(truth.keypoints.end(), filler.keypoints.begin(), filler.keypoints.end());
+    Features bursty = random_item(CV_32F, 4, 6060);
+    bursty.descriptors.push_back(texture);
+    bursty.keypoints.emplace_back(cv::Point2f(50.f, 50.f), 8.f);
+
+    auto index = make("{type: vocab, vocabulary: test.voc, hamming_threshold: 3}");
+    index->add("bursty", bursty);
+    index->add("true", truth);
+    const auto c = index->search(query, 2);
+    ASSERT_EQ(c.size(), 2u);
+    EXPECT_EQ(c[0].id, "true");
+    EXPECT_EQ(c[1].id, "bursty");
+}
+
+// geometry_norm: 1 divides the agreeing weight by the item's whole tf-idf norm, so a small item with
+// a few agreeing matches beats a large one with many more; 0 ranks by the agreeing weight alone.
+TEST_F(IndexVocab, GeometryNormSetsHowMuchAnItemsSizeCounts) {
+    const Features source = random_item(CV_32F, 100, 8080);
+    const Features query = noisy_query(source, 23);
+    const auto part = [&](int from, int to, int filler, std::uint64_t seed) {
+        Features f;
+        f.descriptors = source.descriptors.rowRange(from, to).clone();
+        f.keypoints.assign(source.keypoints.begin() + from, source.keypoints.begin() + to);
+        if (filler > 0) {
+            const Features other = random_item(CV_32F, filler, seed);
+            f.descriptors.push_back(other.descriptors);
+            f.keypoints.insert(f.keypoints.end(), other.keypoints.begin(), other.keypoints.end());
+        }
+        return f;
+    };
+    const auto first = [&](const std::string& norm) {
+        auto index = make("{type: vocab, vocabulary: test.voc, hamming_threshold: 3, geometry_norm: " + norm + "}");
+        index->add("large", part(0, 60, 300, 9090));
+        index->add("small", part(60, 72, 0, 0));
+        const auto c = index->search(query, 2);
+        EXPECT_EQ(c.size(), 2u);
+        return c.empty() ? std::string() : c.front().id;
+    };
+    EXPECT_EQ(first("1"), "small");
+    EXPECT_EQ(first("0"), "large");
+}
+
+// match_item_threshold: match_item (the second look) keeps only word matches within that many
+// signature bits; 64 keeps every word match, chance ones included.
+TEST_F(IndexVocab, MatchItemThresholdDropsChanceWordMatches) {
+    const Features item = random_item(CV_32F, 50, 3030);
+    Features query = noisy_query(item, 5);
+    const Features unrelated = random_item(CV_32F, 50, 3131);
+    query.descriptors.push_back(unrelated.descriptors);
+    query.keypoints.insert(query.keypoints.end(), unrelated.keypoints.begin(), unrelated.keypoints.end());
+    auto all = make("{type: vocab, vocabulary: test.voc, hamming_threshold: 3}");
+    auto strict = make("{type: vocab, vocabulary: test.voc, hamming_threshold: 3, match_item_threshold: 3}");
+    all->add("x", item);
+    strict->add("x", item);
+    const auto loose = all->match_item("x", query);
+    const auto kept = strict->match_item("x", query);
+    EXPECT_GT(loose.size(), 100u * 50u / 4u);  // each of 100 query features meets about half the 50 postings, in 2 words
+    ASSERT_GE(kept.size(), 45u);  // the noisy copies meet their originals (noise flips a bit near a cut now and then)
+    EXPECT_LT(kept.size(), 60u);
+    for (const auto& m : kept) EXPECT_LE(m.distance, 3.0f);
+    std::vector<std::string> errors;
+    validate_section(YAML::Load("{type: vocab, vocabulary: test.voc, match_item_threshold: 65, geometry_norm: 2}"),
+                     plugin_->schema(), "vocab.yaml", "pipelines.p.index", {"type"}, errors);
+    ASSERT_EQ(errors.size(), 2u);
+    EXPECT_THAT(errors[0] + errors[1], HasSubstr("match_item_threshold"));
+    EXPECT_THAT(errors[0] + errors[1], HasSubstr("geometry_norm"));
+}
+
 // A large query is scanned in chunks on OpenCV's threads; the answer must not depend on how many.
 TEST_F(IndexVocab, ChunkedScanAnswersAsOneThreadDoes) {
     auto index = make("{type: vocab, vocabulary: test.voc, hamming_threshold: 3}");
