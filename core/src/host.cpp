@@ -61,7 +61,7 @@ const std::array<ConfigKey, 7> kPipelineKeys{{
     {.name = "clahe", .type = ConfigType::number, .default_value = "0", .min = 0, .max = 40,
      .description = "CLAHE clip limit for local contrast equalisation before extraction (0: off)"},
 }};
-const std::array<ConfigKey, 14> kVerifyKeys{{
+const std::array<ConfigKey, 15> kVerifyKeys{{
     {.name = "candidates", .type = ConfigType::integer, .default_value = "8", .min = 1, .max = 1000,
      .description = "index candidates checked by RANSAC"},
     {.name = "min_inliers", .type = ConfigType::integer, .default_value = "15", .min = 4, .max = 100000,
@@ -94,6 +94,9 @@ const std::array<ConfigKey, 14> kVerifyKeys{{
                     "again in the photo warped into its reference's frame (0: never)"},
     {.name = "rectify_radius", .type = ConfigType::number, .default_value = "6", .min = 0.5, .max = 100,
      .description = "in that second look, a feature matches only within this many reference pixels of its partner"},
+    {.name = "rectify_candidates", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 100000,
+     .description = "only the N best-ranked candidates get the second look, each of which costs a feature "
+                    "extraction (0: every candidate)"},
 }};
 const std::array<ConfigKey, 2> kLoggingKeys{{
     {.name = "level", .type = ConfigType::string, .default_value = "info", .choices = "trace|debug|info|warn|error|off",
@@ -350,6 +353,7 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
                                                      : Estimator::usac;
         s.verify.rectify_min_inliers = static_cast<int>(vs.get_int("rectify_min_inliers"));
         s.verify.rectify_radius = vs.get_double("rectify_radius");
+        s.verify.rectify_candidates = static_cast<std::size_t>(vs.get_int("rectify_candidates"));
         auto extractor = make_plugin<PluginKind::features>(config_, *registry_, p["features"], path + ".features",
                                                            metrics_, storages_);
         // Queries may extract differently (typically more features: the object is only part of the

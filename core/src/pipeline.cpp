@@ -83,6 +83,9 @@ Pipeline::Pipeline(std::string name, std::shared_ptr<FeatureExtractor> extractor
         recognitions_ = &metrics->counter("recognitions_total", "recognition requests", {{"pipeline", name_}});
         matched_ = &metrics->counter("recognitions_matched_total", "recognitions with at least one match",
                                      {{"pipeline", name_}});
+        rectified_ = &metrics->counter("verify_rectifications_total",
+                                       "second looks: photos rectified into a candidate's frame and extracted again",
+                                       {{"pipeline", name_}});
     }
 }
 
@@ -558,6 +561,7 @@ std::optional<HomographyFit> Pipeline::second_look(const Candidate& c, const Ite
     // matches rectifies better than the guess did. At most four rectifications per candidate.
     constexpr std::size_t kMaxGuesses = 4;
     for (std::size_t g = 0; g < guesses.size() && g < kMaxGuesses; ++g) {
+        if (rectified_) rectified_->inc();
         const auto found = rectified_matches(work, guesses[g], c.id, info);
         log_->debug("candidate {}: {} matches in the rectified photo", c.id, found.size());
         if (found.size() < static_cast<std::size_t>(std::max(4, v.rectify_min_inliers))) continue;
@@ -574,7 +578,7 @@ std::optional<HomographyFit> Pipeline::second_look(const Candidate& c, const Ite
 }
 
 std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features& query,
-                                      const cv::Mat& work, double to_original) const {
+                                      const cv::Mat& work, double to_original, bool may_rectify) const {
     const auto& v = settings_.verify;
     const Candidate* cp = &candidate;
     auto reject = [&](const char* why) -> std::optional<Match> {
@@ -598,7 +602,7 @@ std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features
         cp = &rematched;
     }
     const Candidate& c = *cp;
-    const bool rectify = v.rectify_min_inliers > 0 && v.rectify_min_inliers < v.min_inliers &&
+    const bool rectify = may_rectify && v.rectify_min_inliers > 0 && v.rectify_min_inliers < v.min_inliers &&
                          (!info.descriptors.empty() || index().can_match_item());
     const int least = std::max(4, rectify ? v.rectify_min_inliers : v.min_inliers);
     if (c.correspondences.size() < static_cast<std::size_t>(least))
@@ -663,8 +667,9 @@ Result Pipeline::recognize_or_throw(const Request& request) const {
     check_deadline(request, "verification");
 
     t = Clock::now();
-    for (const auto& c : candidates)
-        if (auto m = verify(c, features, work, to_original))
+    const std::size_t rectify_first = settings_.verify.rectify_candidates;
+    for (std::size_t i = 0; i < candidates.size(); ++i)
+        if (auto m = verify(candidates[i], features, work, to_original, rectify_first == 0 || i < rectify_first))
             result.matches.push_back(std::move(*m));
     std::sort(result.matches.begin(), result.matches.end(),
               [](const Match& a, const Match& b) { return a.inliers != b.inliers ? a.inliers > b.inliers : a.id < b.id; });

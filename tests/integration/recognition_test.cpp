@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <sstream>
 
 #include "sightline/host/host.hpp"
 #include "photos.hpp"
@@ -442,6 +443,62 @@ TEST(Rectify, FindsHardPhotosTheFirstLookMisses) {
             EXPECT_LE(cv::norm(r.matches.front().polygon[i] - photo.corners[i]) * to_working, 10.0)
                 << "corner " << i;
     }
+}
+
+// rectify_candidates: only the first N candidates get the second look, each a feature extraction
+// (counted in verify_rectifications_total). The hard photos' items rank among the first two, so two
+// are enough for them; photos of other things through the vocabulary index, whose chance
+// candidates often have 5-9 inliers, get a second look for at most one candidate each.
+TEST(Rectify, OnlyTheFirstCandidatesGetTheSecondLook) {
+    const auto rectifications = [](Host& h) {
+        std::istringstream in(h.metrics().render());
+        const std::string series = R"(sightline_verify_rectifications_total{pipeline="surf"} )";
+        for (std::string line; std::getline(in, line);)
+            if (line.rfind(series, 0) == 0) return std::stod(line.substr(series.size()));
+        return -1.0;
+    };
+    Host& two = host_for("default.yaml", {"pipelines.surf.verify.rectify_candidates=2"});
+    EXPECT_EQ(two.pipeline().settings().verify.rectify_candidates, 2u);
+    const auto items = gallery_part();
+    for (const QueryCase& q : {QueryCase{9, 11}, QueryCase{10, 12}}) {
+        Result r = two.pipeline().recognize(request_for(hard_photo(items.at(q.item), q.seed).jpeg));
+        ASSERT_FALSE(r.error.has_value()) << r.error->message;
+        ASSERT_FALSE(r.matches.empty()) << items.at(q.item).stem() << " was not recognised";
+        EXPECT_EQ(r.matches.front().id, items.at(q.item).stem().string());
+    }
+    EXPECT_GT(rectifications(two), 0.0);
+
+    // Through the vocabulary index every item twice, as itself and as "copy-" + its name: the two
+    // rank first and second alike, and where the first look fails, with every candidate looked at
+    // again both are found; with rectify_candidates 1 only the first.
+    const std::string vocab = "storages.vocab.root=" + yq(source_dir() / "config" / "vocabularies");
+    const auto with_copies = [&](const std::string& first) -> Host& {
+        Host& h = host_for("scale-vocab-surf.yaml", {vocab, "pipelines.surf.verify.rectify_candidates=" + first});
+        if (h.pipeline().size() == items.size()) {
+            for (const auto& p : items)
+                h.gallery().put("copy-" + p.stem().string(), read_bytes(p), read_text(fs::path(p).replace_extension(".json")));
+            h.pipeline().load(h.gallery(), &h.workers());
+        }
+        EXPECT_EQ(h.pipeline().size(), 2 * items.size());
+        return h;
+    };
+    Host& all = with_copies("0");
+    Host& one = with_copies("1");
+    const double all_before = rectifications(all), one_before = rectifications(one);
+    int both = 0;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        synth::Photo photo = render_photo(
+            items[i], 300 + i, {.scale = 0.4, .rotation_deg = 20, .tilt_x = 0.2},
+            {.blur_sigma = 1.5, .noise_sigma = 5, .jpeg_quality = 60, .contrast = 0.7});
+        Result by_all = all.pipeline().recognize(request_for(photo.jpeg));
+        Result by_one = one.pipeline().recognize(request_for(photo.jpeg));
+        ASSERT_FALSE(by_all.error.has_value()) << by_all.error->message;
+        ASSERT_FALSE(by_one.error.has_value()) << by_one.error->message;
+        EXPECT_LE(by_one.matches.size(), by_all.matches.size());
+        if (by_all.matches.size() == 2 && by_one.matches.size() == 1) ++both;
+    }
+    EXPECT_GE(both, 3) << "photos whose item and copy were both found only when every candidate got a second look";
+    EXPECT_GT(rectifications(all) - all_before, rectifications(one) - one_before);
 }
 
 TEST(Rectify, HardPhotosOfOtherThingsDoNotMatch) {

@@ -51,6 +51,9 @@ struct VerifyParams {
     // scale are undone; a chance homography finds next to nothing there.
     int rectify_min_inliers = 0;
     double rectify_radius = 6.0;
+    // Only the first N candidates in the index's ranking get the second look (0: all): each one is a
+    // feature extraction, and the true item, when the index found it, is nearly always among the first.
+    std::size_t rectify_candidates = 0;
 };
 
 // A model fitted to a candidate's correspondences, reference -> query working pixels.
@@ -152,7 +155,7 @@ private:
     void normalise(cv::Mat& gray) const;
     Index& index() const;  // throws if the host was built without indexes
     std::optional<Match> verify(const Candidate& c, const Features& query, const cv::Mat& work,
-                                double to_original) const;
+                                double to_original, bool may_rectify) const;
     // A candidate whose first look found too few inliers, looked at again in the photo rectified
     // into its reference's frame (VerifyParams::rectify_min_inliers); the accepted fit, if any.
     std::optional<HomographyFit> second_look(const Candidate& c, const ItemInfo& info,
@@ -178,6 +181,7 @@ private:
     Histogram* stage_hist_[5] = {};
     Counter* recognitions_ = nullptr;
     Counter* matched_ = nullptr;
+    Counter* rectified_ = nullptr;
 };
 
 }  // namespace sightline::host
