@@ -421,6 +421,13 @@ TEST(Cli, IngestThenQueryPrintsTheRightId) {
 
 }  // namespace
 
+// Between phone_photo (the vocabulary index's first look finds 19 of 20) and hard_photo (neither
+// look finds any): small, turned, tilted, blurred and dull.
+synth::Photo middling_photo(const fs::path& item, std::uint64_t seed) {
+    return render_photo(item, seed, {.scale = 0.4, .rotation_deg = 20, .tilt_x = 0.2},
+                        {.blur_sigma = 1.5, .noise_sigma = 5, .jpeg_quality = 60, .contrast = 0.7});
+}
+
 TEST(Rectify, FindsHardPhotosTheFirstLookMisses) {
     Host& on = host_for("default.yaml");
     Host& off = host_for("default.yaml", {"pipelines.surf.verify.rectify_min_inliers=0"});
@@ -487,9 +494,7 @@ TEST(Rectify, OnlyTheFirstCandidatesGetTheSecondLook) {
     const double all_before = rectifications(all), one_before = rectifications(one);
     int both = 0;
     for (std::size_t i = 0; i < items.size(); ++i) {
-        synth::Photo photo = render_photo(
-            items[i], 300 + i, {.scale = 0.4, .rotation_deg = 20, .tilt_x = 0.2},
-            {.blur_sigma = 1.5, .noise_sigma = 5, .jpeg_quality = 60, .contrast = 0.7});
+        synth::Photo photo = middling_photo(items[i], 300 + i);
         Result by_all = all.pipeline().recognize(request_for(photo.jpeg));
         Result by_one = one.pipeline().recognize(request_for(photo.jpeg));
         ASSERT_FALSE(by_all.error.has_value()) << by_all.error->message;
@@ -520,11 +525,8 @@ TEST(Rectify, LooksAgainThroughTheIndexWhenNoDescriptorsAreKept) {
     const auto items = gallery_part();
     int first_look = 0, second_look = 0;
     for (std::size_t i = 0; i < items.size(); ++i) {
-        // Between phone_photo (the first look finds 19 of 20) and hard_photo (neither finds any):
-        // measured 6 of 20 with the first look alone, 12 with the second.
-        synth::Photo photo = render_photo(
-            items[i], 300 + i, {.scale = 0.4, .rotation_deg = 20, .tilt_x = 0.2},
-            {.blur_sigma = 1.5, .noise_sigma = 5, .jpeg_quality = 60, .contrast = 0.7});
+        // Measured 6 of 20 with the first look alone, 12 with the second.
+        synth::Photo photo = middling_photo(items[i], 300 + i);
         Result without = off.pipeline().recognize(request_for(photo.jpeg));
         Result with = on.pipeline().recognize(request_for(photo.jpeg));
         ASSERT_FALSE(without.error.has_value()) << without.error->message;
