@@ -51,8 +51,9 @@ struct VerifyParams {
     // scale are undone; a chance homography finds next to nothing there.
     int rectify_min_inliers = 0;
     double rectify_radius = 6.0;
-    // Only the first N candidates in the index's ranking get the second look (0: all): each one is a
-    // feature extraction, and the true item, when the index found it, is nearly always among the first.
+    // Only the first N candidates in the index's ranking get the second look (0: all): each one is
+    // a feature extraction, and the true item, when the index found it, is nearly always among the
+    // first.
     std::size_t rectify_candidates = 0;
 };
 
