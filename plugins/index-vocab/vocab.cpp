@@ -265,8 +265,8 @@ public:
              .description = "words looked up per query feature: its own and the nearest neighbouring leaves (multiple assignment)"},
             {.name = "geometry_rerank", .type = ConfigType::integer, .default_value = "3000", .min = 0, .max = 1e6,
              .description = "the N best items by tf-idf are scored again by their word matches that agree on one rotation, scale change and position (weak geometric consistency with Hough voting; 0: off)"},
-            {.name = "geometry_norm", .type = ConfigType::number, .default_value = "0.5", .min = 0, .max = 1,
-             .description = "the re-ranking divides an item's agreeing weight by its tf-idf norm to this power: 1 as the cosine of the first ranking, 0 not at all; 0.5 favours small items less than 1 does"},
+            {.name = "geometry_norm", .type = ConfigType::number, .default_value = "0.75", .min = 0, .max = 1,
+             .description = "the re-ranking divides an item's agreeing weight by its tf-idf norm to this power: 1 as the cosine of the first ranking, 0 not at all; below 1 favours small items less"},
             {.name = "match_item_threshold", .type = ConfigType::integer, .default_value = "64", .min = 0, .max = 64,
              .description = "match_item (the pipeline's second look in a rectified photo) keeps only word matches whose signatures differ in at most this many bits (64: all)"},
         }};
