@@ -116,15 +116,23 @@ struct Hit {
 // few chance matches happened to agree. One match per query feature and item, its closest
 // signature, as in the first scoring, and one per gallery keypoint. Angles are in the image frame
 // (y down) for gallery and query alike.
-void rescore_geometry(const std::vector<Hit>& hits, const std::vector<Geo>& qgeo,
-                      const std::vector<cv::KeyPoint>& qkp, std::vector<std::pair<float, std::uint32_t>>& ranked,
-                      const std::vector<float>& norms, std::size_t n_items, double qnorm, double norm_power) {
-    constexpr int kA = 16, kS = 64;
+// The hits of each ranked item, in ranking order (n_items: the item table's size).
+std::vector<std::vector<const Hit*>> hits_per_item(const std::vector<Hit>& hits,
+                                                   const std::vector<std::pair<float, std::uint32_t>>& ranked,
+                                                   std::size_t n_items) {
     std::vector<std::int32_t> slot(n_items, -1);
     for (std::size_t i = 0; i < ranked.size(); ++i) slot[ranked[i].second] = static_cast<std::int32_t>(i);
     std::vector<std::vector<const Hit*>> per(ranked.size());
     for (const auto& h : hits)
         if (const std::int32_t at = slot[h.item]; at >= 0) per[static_cast<std::size_t>(at)].push_back(&h);
+    return per;
+}
+
+void rescore_geometry(const std::vector<Hit>& hits, const std::vector<Geo>& qgeo,
+                      const std::vector<cv::KeyPoint>& qkp, std::vector<std::pair<float, std::uint32_t>>& ranked,
+                      const std::vector<float>& norms, std::size_t n_items, double qnorm, double norm_power) {
+    constexpr int kA = 16, kS = 64;
+    auto per = hits_per_item(hits, ranked, n_items);
     std::vector<float> hist(kA * kS, 0.0f);
     std::vector<int> used;
     std::vector<const Hit*> kept;
@@ -157,16 +165,14 @@ void rescore_geometry(const std::vector<Hit>& hits, const std::vector<Geo>& qgeo
         // (many query features alike) would otherwise pile its matches onto one keypoint, all in
         // one place, and outvote an item whose matches are many different keypoints (burstiness:
         // Jégou, Douze and Schmid, CVPR 2009).
-        {
-            std::sort(kept.begin(), kept.end(), [](const Hit* a, const Hit* b) {
-                if (a->x4 != b->x4) return a->x4 < b->x4;
-                if (a->y4 != b->y4) return a->y4 < b->y4;
-                return a->weight > b->weight;
-            });
-            kept.erase(std::unique(kept.begin(), kept.end(), [](const Hit* a, const Hit* b) {
-                return a->x4 == b->x4 && a->y4 == b->y4;
-            }), kept.end());
-        }
+        std::sort(kept.begin(), kept.end(), [](const Hit* a, const Hit* b) {
+            if (a->x4 != b->x4) return a->x4 < b->x4;
+            if (a->y4 != b->y4) return a->y4 < b->y4;
+            return a->weight > b->weight;
+        });
+        kept.erase(std::unique(kept.begin(), kept.end(),
+                               [](const Hit* a, const Hit* b) { return a->x4 == b->x4 && a->y4 == b->y4; }),
+                   kept.end());
         for (const Hit* h : kept) {
             extent = std::max({extent, h->x4 / 4.0f, h->y4 / 4.0f});
             const int cell = cell_of(h);
@@ -206,8 +212,9 @@ void rescore_geometry(const std::vector<Hit>& hits, const std::vector<Geo>& qgeo
             const double sc = std::exp2((static_cast<int>(qg.scale) - static_cast<int>(h->g.scale)) / 16.0);
             const double gx = h->x4 / 4.0, gy = h->y4 / 4.0;
             const cv::Point2f& q = qkp[static_cast<std::size_t>(h->row)].pt;
-            const double tx = (q.x - sc * (std::cos(theta) * gx - std::sin(theta) * gy)) / size - 0.5;
-            const double ty = (q.y - sc * (std::sin(theta) * gx + std::cos(theta) * gy)) / size - 0.5;
+            const double co = std::cos(theta), si = std::sin(theta);
+            const double tx = (q.x - sc * (co * gx - si * gy)) / size - 0.5;
+            const double ty = (q.y - sc * (si * gx + co * gy)) / size - 0.5;
             const auto x0 = static_cast<std::int64_t>(std::floor(tx)), y0 = static_cast<std::int64_t>(std::floor(ty));
             for (std::int64_t dy = 0; dy <= 1; ++dy)
                 for (std::int64_t dx = 0; dx <= 1; ++dx)
@@ -465,18 +472,14 @@ public:
             std::shared_lock lock(items_mutex_);
             for (const auto& r : ranked) names.push_back(r.second < items_.size() ? items_[r.second].id : std::string());
         }
-        std::vector<std::int32_t> slot(n_items, -1);
         std::vector<sightline::Candidate> out(ranked.size());
         for (std::size_t i = 0; i < ranked.size(); ++i) {
-            slot[ranked[i].second] = static_cast<std::int32_t>(i);
             out[i].id = names[i];
             out[i].score = ranked[i].first;
         }
         // Correspondences, closest first; one query feature per gallery keypoint (a keypoint that
         // many query points claim would fake inliers).
-        std::vector<std::vector<const Hit*>> per(out.size());
-        for (const auto& h : hits)
-            if (const std::int32_t at = slot[h.item]; at >= 0) per[static_cast<std::size_t>(at)].push_back(&h);
+        auto per = hits_per_item(hits, ranked, n_items);
         for (std::size_t i = 0; i < out.size(); ++i) {
             auto& v = per[i];
             std::stable_sort(v.begin(), v.end(), [](const Hit* a, const Hit* b) { return a->h < b->h; });
