@@ -31,6 +31,7 @@
 #include <mutex>
 #include <numeric>
 #include <shared_mutex>
+#include <span>
 #include <unordered_map>
 
 namespace {
@@ -117,14 +118,25 @@ struct Hit {
 // signature, as in the first scoring, and one per gallery keypoint. Angles are in the image frame
 // (y down) for gallery and query alike.
 // The hits of each ranked item, in ranking order (n_items: the item table's size).
-std::vector<std::vector<const Hit*>> hits_per_item(const std::vector<Hit>& hits,
-                                                   const std::vector<std::pair<float, std::uint32_t>>& ranked,
-                                                   std::size_t n_items) {
+// One array, item after item (a vector per item cost an allocation each, thousands per search).
+struct HitsPerItem {
+    std::vector<std::uint32_t> start;  // item i's hits are at [start[i], start[i + 1])
+    std::vector<const Hit*> at;
+    std::span<const Hit*> of(std::size_t i) { return {at.data() + start[i], at.data() + start[i + 1]}; }
+};
+HitsPerItem hits_per_item(const std::vector<Hit>& hits, const std::vector<std::pair<float, std::uint32_t>>& ranked,
+                          std::size_t n_items) {
     std::vector<std::int32_t> slot(n_items, -1);
     for (std::size_t i = 0; i < ranked.size(); ++i) slot[ranked[i].second] = static_cast<std::int32_t>(i);
-    std::vector<std::vector<const Hit*>> per(ranked.size());
+    HitsPerItem per;
+    per.start.assign(ranked.size() + 1, 0);
     for (const auto& h : hits)
-        if (const std::int32_t at = slot[h.item]; at >= 0) per[static_cast<std::size_t>(at)].push_back(&h);
+        if (const std::int32_t at = slot[h.item]; at >= 0) ++per.start[static_cast<std::size_t>(at) + 1];
+    for (std::size_t i = 0; i < ranked.size(); ++i) per.start[i + 1] += per.start[i];
+    per.at.resize(per.start.back());
+    std::vector<std::uint32_t> fill(per.start.begin(), per.start.end() - 1);
+    for (const auto& h : hits)
+        if (const std::int32_t at = slot[h.item]; at >= 0) per.at[fill[static_cast<std::size_t>(at)]++] = &h;
     return per;
 }
 
@@ -133,104 +145,108 @@ void rescore_geometry(const std::vector<Hit>& hits, const std::vector<Geo>& qgeo
                       const std::vector<float>& norms, std::size_t n_items, double qnorm, double norm_power) {
     constexpr int kA = 16, kS = 64;
     auto per = hits_per_item(hits, ranked, n_items);
-    std::vector<float> hist(kA * kS, 0.0f);
-    std::vector<int> used;
-    std::vector<const Hit*> kept;
     struct Vote {
         std::int64_t cell;
         float weight;
     };
-    std::vector<Vote> votes;
-    for (std::size_t i = 0; i < ranked.size(); ++i) {
-        auto& v = per[i];
-        std::sort(v.begin(), v.end(), [](const Hit* a, const Hit* b) {
-            return a->row != b->row ? a->row < b->row : a->h < b->h;
-        });
-        used.clear();
-        kept.clear();
-        int last_row = -1;
-        float extent = 64;  // the item's size, as far as its matched keypoints show it
-        const auto cell_of = [&](const Hit* h) {
-            const Geo& qg = qgeo[static_cast<std::size_t>(h->row)];
-            const int a = ((qg.angle - h->g.angle) & 255) >> 4;
-            const int ds = static_cast<int>(qg.scale) - static_cast<int>(h->g.scale);  // -255..255
-            return a * kS + ((ds + 256) >> 3);
-        };
-        for (const Hit* h : v) {
-            if (h->row == last_row) continue;
-            last_row = h->row;
-            kept.push_back(h);
-        }
-        // A gallery keypoint counts once, with its best match: a repeated texture in the photo
-        // (many query features alike) would otherwise pile its matches onto one keypoint, all in
-        // one place, and outvote an item whose matches are many different keypoints (burstiness:
-        // Jégou, Douze and Schmid, CVPR 2009).
-        std::sort(kept.begin(), kept.end(), [](const Hit* a, const Hit* b) {
-            if (a->x4 != b->x4) return a->x4 < b->x4;
-            if (a->y4 != b->y4) return a->y4 < b->y4;
-            return a->weight > b->weight;
-        });
-        kept.erase(std::unique(kept.begin(), kept.end(),
-                               [](const Hit* a, const Hit* b) { return a->x4 == b->x4 && a->y4 == b->y4; }),
-                   kept.end());
-        for (const Hit* h : kept) {
-            extent = std::max({extent, h->x4 / 4.0f, h->y4 / 4.0f});
-            const int cell = cell_of(h);
-            if (hist[static_cast<std::size_t>(cell)] == 0.0f) used.push_back(cell);
-            hist[static_cast<std::size_t>(cell)] += h->weight;
-        }
-        float peak = 0;
-        int best_a = 0, best_b = 0;
-        const auto at = [&](int a, int b) {
-            return b < 0 || b >= kS ? 0.0f : hist[static_cast<std::size_t>(((a + kA) % kA) * kS + b)];
-        };
-        for (int cell : used) {
-            const int a = cell / kS, b = cell % kS;
-            for (int da = -1; da <= 0; ++da)
-                for (int db = -1; db <= 0; ++db) {
-                    const float w = at(a + da, b + db) + at(a + da + 1, b + db) + at(a + da, b + db + 1) +
-                                    at(a + da + 1, b + db + 1);
-                    if (w > peak) {
-                        peak = w;
-                        best_a = (a + da + kA) % kA;
-                        best_b = b + db;
+    // Each item on its own: in parallel, every range of items with its own scratch.
+    cv::parallel_for_(cv::Range(0, static_cast<int>(ranked.size())), [&](const cv::Range& range) {
+        std::vector<float> hist(kA * kS, 0.0f);
+        std::vector<int> used;
+        std::vector<const Hit*> kept;
+        std::vector<Vote> votes;
+        for (int item_at = range.start; item_at < range.end; ++item_at) {
+            const auto i = static_cast<std::size_t>(item_at);
+            auto v = per.of(i);
+            std::sort(v.begin(), v.end(), [](const Hit* a, const Hit* b) {
+                return a->row != b->row ? a->row < b->row : a->h < b->h;
+            });
+            used.clear();
+            kept.clear();
+            int last_row = -1;
+            float extent = 64;  // the item's size, as far as its matched keypoints show it
+            const auto cell_of = [&](const Hit* h) {
+                const Geo& qg = qgeo[static_cast<std::size_t>(h->row)];
+                const int a = ((qg.angle - h->g.angle) & 255) >> 4;
+                const int ds = static_cast<int>(qg.scale) - static_cast<int>(h->g.scale);  // -255..255
+                return a * kS + ((ds + 256) >> 3);
+            };
+            for (const Hit* h : v) {
+                if (h->row == last_row) continue;
+                last_row = h->row;
+                kept.push_back(h);
+            }
+            // A gallery keypoint counts once, with its best match: a repeated texture in the photo
+            // (many query features alike) would otherwise pile its matches onto one keypoint, all in
+            // one place, and outvote an item whose matches are many different keypoints (burstiness:
+            // Jégou, Douze and Schmid, CVPR 2009).
+            std::sort(kept.begin(), kept.end(), [](const Hit* a, const Hit* b) {
+                if (a->x4 != b->x4) return a->x4 < b->x4;
+                if (a->y4 != b->y4) return a->y4 < b->y4;
+                return a->weight > b->weight;
+            });
+            kept.erase(std::unique(kept.begin(), kept.end(),
+                                   [](const Hit* a, const Hit* b) { return a->x4 == b->x4 && a->y4 == b->y4; }),
+                       kept.end());
+            for (const Hit* h : kept) {
+                extent = std::max({extent, h->x4 / 4.0f, h->y4 / 4.0f});
+                const int cell = cell_of(h);
+                if (hist[static_cast<std::size_t>(cell)] == 0.0f) used.push_back(cell);
+                hist[static_cast<std::size_t>(cell)] += h->weight;
+            }
+            float peak = 0;
+            int best_a = 0, best_b = 0;
+            const auto at = [&](int a, int b) {
+                return b < 0 || b >= kS ? 0.0f : hist[static_cast<std::size_t>(((a + kA) % kA) * kS + b)];
+            };
+            for (int cell : used) {
+                const int a = cell / kS, b = cell % kS;
+                for (int da = -1; da <= 0; ++da)
+                    for (int db = -1; db <= 0; ++db) {
+                        const float w = at(a + da, b + db) + at(a + da + 1, b + db) + at(a + da, b + db + 1) +
+                                        at(a + da + 1, b + db + 1);
+                        if (w > peak) {
+                            peak = w;
+                            best_a = (a + da + kA) % kA;
+                            best_b = b + db;
+                        }
                     }
-                }
-        }
-        for (int cell : used) hist[static_cast<std::size_t>(cell)] = 0.0f;
+            }
+            for (int cell : used) hist[static_cast<std::size_t>(cell)] = 0.0f;
 
-        // Where the matches of that window put the item's origin.
-        votes.clear();
-        const double s_peak = std::exp2(((best_b + 1) * 8 - 256) / 16.0);  // the window's middle
-        const double size = std::max(8.0, 0.25 * s_peak * extent);
-        for (const Hit* h : kept) {
-            const int cell = cell_of(h);
-            const int a = cell / kS, b = cell % kS;
-            if ((a != best_a && a != (best_a + 1) % kA) || (b != best_b && b != best_b + 1)) continue;
-            const Geo& qg = qgeo[static_cast<std::size_t>(h->row)];
-            const double theta = static_cast<std::uint8_t>(qg.angle - h->g.angle) * (2.0 * CV_PI / 256.0);
-            const double sc = std::exp2((static_cast<int>(qg.scale) - static_cast<int>(h->g.scale)) / 16.0);
-            const double gx = h->x4 / 4.0, gy = h->y4 / 4.0;
-            const cv::Point2f& q = qkp[static_cast<std::size_t>(h->row)].pt;
-            const double co = std::cos(theta), si = std::sin(theta);
-            const double tx = (q.x - sc * (co * gx - si * gy)) / size - 0.5;
-            const double ty = (q.y - sc * (si * gx + co * gy)) / size - 0.5;
-            const auto x0 = static_cast<std::int64_t>(std::floor(tx)), y0 = static_cast<std::int64_t>(std::floor(ty));
-            for (std::int64_t dy = 0; dy <= 1; ++dy)
-                for (std::int64_t dx = 0; dx <= 1; ++dx)
-                    votes.push_back({((x0 + dx) << 32) ^ ((y0 + dy) & 0xffffffff), h->weight});
+            // Where the matches of that window put the item's origin.
+            votes.clear();
+            const double s_peak = std::exp2(((best_b + 1) * 8 - 256) / 16.0);  // the window's middle
+            const double size = std::max(8.0, 0.25 * s_peak * extent);
+            for (const Hit* h : kept) {
+                const int cell = cell_of(h);
+                const int a = cell / kS, b = cell % kS;
+                if ((a != best_a && a != (best_a + 1) % kA) || (b != best_b && b != best_b + 1)) continue;
+                const Geo& qg = qgeo[static_cast<std::size_t>(h->row)];
+                const double theta = static_cast<std::uint8_t>(qg.angle - h->g.angle) * (2.0 * CV_PI / 256.0);
+                const double sc = std::exp2((static_cast<int>(qg.scale) - static_cast<int>(h->g.scale)) / 16.0);
+                const double gx = h->x4 / 4.0, gy = h->y4 / 4.0;
+                const cv::Point2f& q = qkp[static_cast<std::size_t>(h->row)].pt;
+                const double co = std::cos(theta), si = std::sin(theta);
+                const double tx = (q.x - sc * (co * gx - si * gy)) / size - 0.5;
+                const double ty = (q.y - sc * (si * gx + co * gy)) / size - 0.5;
+                const auto x0 = static_cast<std::int64_t>(std::floor(tx)), y0 = static_cast<std::int64_t>(std::floor(ty));
+                for (std::int64_t dy = 0; dy <= 1; ++dy)
+                    for (std::int64_t dx = 0; dx <= 1; ++dx)
+                        votes.push_back({((x0 + dx) << 32) ^ ((y0 + dy) & 0xffffffff), h->weight});
+            }
+            std::sort(votes.begin(), votes.end(), [](const Vote& a, const Vote& b) { return a.cell < b.cell; });
+            float best = 0;
+            for (std::size_t k = 0; k < votes.size();) {
+                float w = 0;
+                std::size_t e = k;
+                for (; e < votes.size() && votes[e].cell == votes[k].cell; ++e) w += votes[e].weight;
+                best = std::max(best, w);
+                k = e;
+            }
+            ranked[i].first = static_cast<float>(best / (std::pow(norms[i], norm_power) * qnorm));
         }
-        std::sort(votes.begin(), votes.end(), [](const Vote& a, const Vote& b) { return a.cell < b.cell; });
-        float best = 0;
-        for (std::size_t k = 0; k < votes.size();) {
-            float w = 0;
-            std::size_t e = k;
-            for (; e < votes.size() && votes[e].cell == votes[k].cell; ++e) w += votes[e].weight;
-            best = std::max(best, w);
-            k = e;
-        }
-        ranked[i].first = static_cast<float>(best / (std::pow(norms[i], norm_power) * qnorm));
-    }
+    }, 8);
 }
 
 struct ItemEntry {
@@ -366,6 +382,7 @@ public:
             std::unique_lock lock(items_mutex_);
             if (auto it = by_id_.find(id); it != by_id_.end()) retire(it->second);
             item = static_cast<std::uint32_t>(items_.size());
+            live_norm_.push_back(static_cast<float>(std::sqrt(norm2)));
             items_.push_back(ItemEntry{id, static_cast<float>(std::sqrt(norm2)),
                                        static_cast<std::uint32_t>(pending.size()), true});
             by_id_[id] = item;
@@ -442,11 +459,11 @@ public:
         {
             std::shared_lock lock(items_mutex_);
             for (auto t : touched) {
-                if (t >= items_.size()) continue;  // a load() replaced the table meanwhile
-                const ItemEntry& e = items_[t];
-                if (!e.alive || e.norm <= 0) continue;
-                ranked.push_back({static_cast<float>(score[t] / (e.norm * std::sqrt(qnorm2))), t});
-                norms.push_back(e.norm);
+                if (t >= live_norm_.size()) continue;  // a load() replaced the table meanwhile
+                const float norm = live_norm_[t];
+                if (norm <= 0) continue;
+                ranked.push_back({static_cast<float>(score[t] / (norm * std::sqrt(qnorm2))), t});
+                norms.push_back(norm);
             }
         }
         const auto better = [](const auto& x, const auto& y) {
@@ -481,7 +498,7 @@ public:
         // many query points claim would fake inliers).
         auto per = hits_per_item(hits, ranked, n_items);
         for (std::size_t i = 0; i < out.size(); ++i) {
-            auto& v = per[i];
+            auto v = per.of(i);
             std::stable_sort(v.begin(), v.end(), [](const Hit* a, const Hit* b) { return a->h < b->h; });
             // One-to-one, closest signatures first: a query feature met through several words,
             // or several query features on one gallery keypoint, would fake inliers.
@@ -639,6 +656,8 @@ public:
         std::unique_lock items_lock(items_mutex_);
         std::vector<std::unique_lock<std::shared_mutex>> locks;
         for (auto& s : stripes_) locks.emplace_back(s);
+        live_norm_.resize(items.size());
+        for (std::size_t i = 0; i < items.size(); ++i) live_norm_[i] = items[i].norm;
         items_ = std::move(items);
         by_id_ = std::move(by_id);
         lists_ = std::move(lists);
@@ -741,6 +760,7 @@ private:
     void retire(std::uint32_t item) {
         ItemEntry& e = items_[item];
         e.alive = false;
+        live_norm_[item] = 0;
         by_id_.erase(e.id);
         live_postings_ -= e.postings;
         dead_postings_ += e.postings;
@@ -801,6 +821,9 @@ private:
     mutable std::mutex write_mutex_;  // one writer at a time
     mutable std::shared_mutex items_mutex_;
     std::vector<ItemEntry> items_;
+    // Per item its tf-idf norm, 0 once removed: what ranking reads for tens of thousands of items
+    // per search, so it is kept apart from the id strings (a cache miss per item there).
+    std::vector<float> live_norm_;
     std::unordered_map<std::string, std::uint32_t> by_id_;
     mutable std::array<std::shared_mutex, kStripes> stripes_;
     std::vector<PostingList> lists_;
