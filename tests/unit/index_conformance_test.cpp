@@ -879,9 +879,35 @@ TEST_F(IndexVocab, ChunkedScanAnswersAsOneThreadDoes) {
     EXPECT_EQ(one[1].id, item_id(4));
     for (std::size_t i = 0; i < one.size(); ++i) {
         EXPECT_EQ(one[i].id, four[i].id);
-        EXPECT_NEAR(one[i].score, four[i].score, 1e-4 * std::abs(one[i].score));  // float sums in another order
+        EXPECT_EQ(one[i].score, four[i].score);  // hits are summed in one order whatever the threads
         EXPECT_EQ(one[i].correspondences.size(), four[i].correspondences.size()) << one[i].id;
     }
+}
+
+// A word's list is read once for every query feature that looks it up, in batches of 16: a query
+// whose every feature appears 40 times (each word looked up by dozens of features at once) finds
+// what the query itself finds, with the same correspondences, and a score 40 times smaller: a
+// gallery keypoint counts once, so the agreeing weight stays, and the query's norm is 40 times
+// larger.
+TEST_F(IndexVocab, AWordLookedUpByManyFeaturesScoresAsLookedUpOnce) {
+    auto index = make("{type: vocab, vocabulary: test.voc, hamming_threshold: 3}");
+    for (int i = 0; i < 5; ++i) index->add(item_id(i), random_item(CV_32F, 120, 3000 + static_cast<std::uint64_t>(i)));
+    const Features once = noisy_query(random_item(CV_32F, 120, 3002), 6);
+    Features many;
+    for (int copy = 0; copy < 40; ++copy) {
+        many.descriptors.push_back(once.descriptors);
+        many.keypoints.insert(many.keypoints.end(), once.keypoints.begin(), once.keypoints.end());
+    }
+    const auto a = index->search(once, 3), b = index->search(many, 3);
+    ASSERT_FALSE(a.empty());
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_EQ(a[0].id, item_id(2));
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        EXPECT_EQ(a[i].id, b[i].id);
+        EXPECT_NEAR(a[i].score, 40.0f * b[i].score, 1e-4 * std::abs(a[i].score));
+        EXPECT_EQ(a[i].correspondences.size(), b[i].correspondences.size()) << a[i].id;
+    }
+    EXPECT_GE(a[0].correspondences.size(), 100u);
 }
 
 }  // namespace
