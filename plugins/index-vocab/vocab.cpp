@@ -251,7 +251,6 @@ void rescore_geometry(const std::vector<Hit>& hits, const std::vector<Geo>& qgeo
 
 struct ItemEntry {
     std::string id;
-    float norm = 0;
     std::uint32_t postings = 0;
     bool alive = true;
 };
@@ -383,8 +382,7 @@ public:
             if (auto it = by_id_.find(id); it != by_id_.end()) retire(it->second);
             item = static_cast<std::uint32_t>(items_.size());
             live_norm_.push_back(static_cast<float>(std::sqrt(norm2)));
-            items_.push_back(ItemEntry{id, static_cast<float>(std::sqrt(norm2)),
-                                       static_cast<std::uint32_t>(pending.size()), true});
+            items_.push_back(ItemEntry{id, static_cast<std::uint32_t>(pending.size()), true});
             by_id_[id] = item;
         }
         for (std::size_t i = 0; i < pending.size();) {
@@ -588,11 +586,11 @@ public:
         for (std::size_t i = 0; i < items_.size(); ++i)
             if (items_[i].alive) remap[i] = n++;
         w.pod<std::uint32_t>(n);
-        for (const auto& e : items_)
-            if (e.alive) {
-                w.string(e.id);
-                w.pod(e.norm);
-                w.pod(e.postings);
+        for (std::size_t i = 0; i < items_.size(); ++i)
+            if (items_[i].alive) {
+                w.string(items_[i].id);
+                w.pod(live_norm_[i]);
+                w.pod(items_[i].postings);
             }
         std::vector<Posting> buf;
         std::vector<Geo> geo;
@@ -626,13 +624,15 @@ public:
             r.fail("made with another vocabulary than the one configured");
         const auto n = r.pod<std::uint32_t>();
         std::vector<ItemEntry> items;
+        std::vector<float> norms;
         std::unordered_map<std::string, std::uint32_t> by_id;
         items.reserve(std::min<std::uint32_t>(n, 1u << 24));
+        norms.reserve(items.capacity());
         std::size_t live = 0;
         for (std::uint32_t i = 0; i < n; ++i) {
             ItemEntry e;
             e.id = r.string(4096);
-            e.norm = r.pod<float>();
+            norms.push_back(r.pod<float>());
             e.postings = r.pod<std::uint32_t>();
             live += e.postings;
             if (!by_id.emplace(e.id, i).second) r.fail("item '" + e.id + "' appears twice");
@@ -665,8 +665,7 @@ public:
         std::unique_lock items_lock(items_mutex_);
         std::vector<std::unique_lock<std::shared_mutex>> locks;
         for (auto& s : stripes_) locks.emplace_back(s);
-        live_norm_.resize(items.size());
-        for (std::size_t i = 0; i < items.size(); ++i) live_norm_[i] = items[i].norm;
+        live_norm_ = std::move(norms);
         items_ = std::move(items);
         by_id_ = std::move(by_id);
         lists_ = std::move(lists);
@@ -892,8 +891,8 @@ private:
     mutable std::mutex write_mutex_;  // one writer at a time
     mutable std::shared_mutex items_mutex_;
     std::vector<ItemEntry> items_;
-    // Per item its tf-idf norm, 0 once removed: what ranking reads for tens of thousands of items
-    // per search, so it is kept apart from the id strings (a cache miss per item there).
+    // Per item (as items_) its tf-idf norm, 0 once removed: what ranking reads for tens of thousands
+    // of items per search, so it is kept apart from the id strings (a cache miss per item there).
     std::vector<float> live_norm_;
     std::unordered_map<std::string, std::uint32_t> by_id_;
     mutable std::array<std::shared_mutex, kStripes> stripes_;
