@@ -243,6 +243,46 @@ TEST_F(FeaturesSurf, StrongestKeptAndSameOutputWhateverTheThreads) {
     EXPECT_EQ(cv::norm(f_one.descriptors, f_capped.descriptors, cv::NORM_INF), 0.0);
 }
 
+// The box filters take four columns at a time (SIMD) at sampling steps 1 and 2 and the remaining
+// ones singly: shifting the picture moves its columns between the two, which must not change what
+// is found. On a black canvas the box sums of a shifted picture are the same integers, so its
+// keypoints at steps that divide the shift are the same ones, moved by exactly the shift.
+TEST_F(FeaturesSurf, KeypointsFollowAShiftOfThePictureExactly) {
+    const cv::Mat img = photo()(cv::Rect(80, 60, 480, 360));
+    auto surf = make("{type: surf, max_features: 0}");
+    auto extract_at = [&](int dx) {
+        cv::Mat canvas(560, 720, CV_8UC1, cv::Scalar(0));
+        img.copyTo(canvas(cv::Rect(100 + dx, 100, img.cols, img.rows)));
+        return surf->extract(canvas);
+    };
+    const Features base = extract_at(0);
+    for (const int dx : {1, 2, 3, 6}) {
+        SCOPED_TRACE("shift " + std::to_string(dx));
+        const Features moved = extract_at(dx);
+        std::size_t compared = 0;
+        for (std::size_t i = 0; i < base.keypoints.size(); ++i) {
+            const cv::KeyPoint& k = base.keypoints[i];
+            if ((dx % (1 << k.octave)) != 0) continue;  // a coarser sampling grid than the shift
+            ++compared;
+            std::size_t j = 0;
+            while (j < moved.keypoints.size() &&
+                   (moved.keypoints[j].octave != k.octave ||
+                    cv::norm(moved.keypoints[j].pt -
+                             (k.pt + cv::Point2f(static_cast<float>(dx), 0))) > 1e-3))
+                ++j;
+            ASSERT_LT(j, moved.keypoints.size())
+                << "keypoint at " << k.pt << ", octave " << k.octave;
+            EXPECT_EQ(moved.keypoints[j].response, k.response);
+            EXPECT_EQ(moved.keypoints[j].class_id, k.class_id);
+            EXPECT_NEAR(moved.keypoints[j].size, k.size, 1e-4);
+            EXPECT_LT(cv::norm(moved.descriptors.row(static_cast<int>(j)),
+                               base.descriptors.row(static_cast<int>(i)), cv::NORM_INF),
+                      1e-4);
+        }
+        EXPECT_GT(compared, 150u);
+    }
+}
+
 TEST_F(FeaturesSurf, GridKeepsKeypointsOnALowContrastPartOfTheImage) {
     // Left half: the photo at full contrast; right half: the same photo at a tenth of it, as a
     // hazy object beside a busy background. Strongest overall takes (nearly) all from the left.
