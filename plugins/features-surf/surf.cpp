@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numbers>
 #include <opencv2/core/hal/intrin.hpp>
 #include <opencv2/core/utility.hpp>
@@ -275,6 +276,12 @@ struct Detection {
 void find_maxima(const std::vector<Layer>& layers, int octave, double threshold,
                  std::vector<Detection>& out) {
     const int n = static_cast<int>(layers.size());
+#if CV_SIMD128
+    float t = static_cast<float>(threshold);
+    if (static_cast<double>(t) > threshold)
+        t = std::nextafter(t, -std::numeric_limits<float>::infinity());
+    const cv::v_float32x4 floor_threshold = cv::v_setall_f32(t);
+#endif
     for (int i = 1; i + 1 < n; ++i) {
         const Layer &below = layers[static_cast<std::size_t>(i - 1)],
                     &mid = layers[static_cast<std::size_t>(i)],
@@ -295,9 +302,9 @@ void find_maxima(const std::vector<Layer>& layers, int octave, double threshold,
                 std::vector<Detection>& band_out = found[static_cast<std::size_t>(band)];
                 for (int r = lo + band * kBandRows;
                      r <= std::min(hi_r, lo + (band + 1) * kBandRows - 1); ++r) {
-                    for (int c = lo; c <= hi_c; ++c) {
+                    auto consider = [&](int c) {
                         const float v = mid.at(r, c);
-                        if (v <= threshold) continue;
+                        if (v <= threshold) return;
                         bool is_max = true;
                         for (int dr = -1; dr <= 1 && is_max; ++dr)
                             for (int dc = -1; dc <= 1 && is_max; ++dc) {
@@ -306,7 +313,7 @@ void find_maxima(const std::vector<Layer>& layers, int octave, double threshold,
                                 if ((dr != 0 || dc != 0) && mid.at(r + dr, c + dc) >= v)
                                     is_max = false;
                             }
-                        if (!is_max) continue;
+                        if (!is_max) return;
 
                         const double gx = (mid.at(r, c + 1) - mid.at(r, c - 1)) / 2.0;
                         const double gy = (mid.at(r + 1, c) - mid.at(r - 1, c)) / 2.0;
@@ -325,7 +332,7 @@ void find_maxima(const std::vector<Layer>& layers, int octave, double threshold,
                                            4.0;
                         const cv::Matx33d hess(hxx, hxy, hxs, hxy, hyy, hys, hxs, hys, hss);
                         const cv::Vec3d grad(gx, gy, gs);
-                        if (std::abs(cv::determinant(hess)) < 1e-12) continue;
+                        if (std::abs(cv::determinant(hess)) < 1e-12) return;
                         const cv::Vec3d fit = hess.solve(-grad, cv::DECOMP_LU);
                         // The sample beats its 26 neighbours, so the peak is taken to be nearer to
                         // it than to any of them: the fit is held to half a sample. Box-filter
@@ -349,7 +356,24 @@ void find_maxima(const std::vector<Layer>& layers, int octave, double threshold,
                                                        static_cast<std::size_t>(c)];
                         d.kp.angle = 0;
                         band_out.push_back(d);
+                    };
+                    int c = lo;
+#if CV_SIMD128
+                    // Most samples are below the threshold or below a neighbour in their row: four
+                    // at a time are ruled out on those before the full test. The float threshold
+                    // is rounded down, so no sample the test would take is ruled out.
+                    const float* row = mid.det.data() + static_cast<std::size_t>(r) *
+                                                            static_cast<std::size_t>(mid.cols);
+                    for (; c + 3 <= hi_c; c += 4) {
+                        const cv::v_float32x4 v = cv::v_load(row + c);
+                        const cv::v_float32x4 candidates = (v > floor_threshold) &
+                                                           (v > cv::v_load(row + c - 1)) &
+                                                           (v > cv::v_load(row + c + 1));
+                        if (!cv::v_check_any(candidates)) continue;
+                        for (int k = 0; k < 4; ++k) consider(c + k);
                     }
+#endif
+                    for (; c <= hi_c; ++c) consider(c);
                 }
             }
         });
@@ -360,15 +384,15 @@ void find_maxima(const std::vector<Layer>& layers, int octave, double threshold,
 constexpr double kPi = std::numbers::pi;
 
 // atan2 to within 1e-5 radians (a minimax polynomial for atan on [0, 1]), for binning angles.
+// Written with selects, not branches, so that a loop over many angles vectorises.
 double fast_atan2(double y, double x) {
     const double ax = std::abs(x), ay = std::abs(y);
     const double mx = std::max(ax, ay);
-    if (mx == 0) return 0;
-    const double z = std::min(ax, ay) / mx, z2 = z * z;
+    const double z = mx > 0 ? std::min(ax, ay) / mx : 0.0, z2 = z * z;
     double a =
         z * (0.9998660 + z2 * (-0.3302995 + z2 * (0.1801410 + z2 * (-0.0851330 + z2 * 0.0208351))));
-    if (ay > ax) a = kPi / 2 - a;
-    if (x < 0) a = kPi - a;
+    a = ay > ax ? kPi / 2 - a : a;
+    a = x < 0 ? kPi - a : a;
     return y < 0 ? -a : a;
 }
 
@@ -400,24 +424,35 @@ float orientation(const Integral& ii, const cv::Point2f& pt, float s) {
     auto at = [&](int i, int j) {  // lattice point of sample offset (i, j)
         return S[static_cast<std::size_t>((j + kR + kHalf) * kN + i + kR + kHalf)];
     };
-    std::array<double, kBins> bx{}, by{};
+    // The responses, then their bins, then the histogram: the first two loops vectorise; the
+    // histogram adds up in the same order as one loop doing all three would.
+    constexpr int kD = 2 * kR + 1;
+    std::array<double, kD * kD> dxs, dys;
     for (int j = -kR; j <= kR; ++j)
         for (int i = -kR; i <= kR; ++i) {
-            const double g = kGauss[static_cast<std::size_t>((j + kR) * (2 * kR + 1) + i + kR)];
-            if (g == 0) continue;
+            const auto idx = static_cast<std::size_t>((j + kR) * kD + i + kR);
+            const double g = kGauss[idx];  // 0 outside the disc: both responses 0, not counted
             const int l = i - kHalf, r = i + kHalf, t = j - kHalf, b = j + kHalf;
             const double right = at(r, b) - at(i, b) - at(r, t) + at(i, t);
             const double left = at(i, b) - at(l, b) - at(i, t) + at(l, t);
             const double bottom = at(r, b) - at(l, b) - at(r, j) + at(l, j);
             const double top = at(r, j) - at(l, j) - at(r, t) + at(l, t);
-            const double dx = g * (right - left), dy = g * (bottom - top);
-            if (dx == 0 && dy == 0) continue;
-            // Bin k holds the angles [-pi + k 5deg, -pi + (k + 1) 5deg).
-            auto k = static_cast<int>(std::floor((fast_atan2(dy, dx) + kPi) * kBins / (2 * kPi)));
-            k = std::clamp(k, 0, kBins - 1);
-            bx[static_cast<std::size_t>(k)] += dx;
-            by[static_cast<std::size_t>(k)] += dy;
+            dxs[idx] = g * (right - left);
+            dys[idx] = g * (bottom - top);
         }
+    std::array<int, kD * kD> bins;
+    for (std::size_t idx = 0; idx < bins.size(); ++idx) {
+        // Bin k holds the angles [-pi + k 5deg, -pi + (k + 1) 5deg); the angle is at least -pi,
+        // so truncation is floor.
+        const auto k = static_cast<int>((fast_atan2(dys[idx], dxs[idx]) + kPi) * kBins / (2 * kPi));
+        bins[idx] = std::min(k, kBins - 1);
+    }
+    std::array<double, kBins> bx{}, by{};
+    for (std::size_t idx = 0; idx < bins.size(); ++idx) {
+        if (dxs[idx] == 0 && dys[idx] == 0) continue;
+        bx[static_cast<std::size_t>(bins[idx])] += dxs[idx];
+        by[static_cast<std::size_t>(bins[idx])] += dys[idx];
+    }
     // Every window's sums at once, each still added up from its first bin on (the bins wrap round
     // into a second copy), so the vectoriser gets independent sums and the result stays the same.
     std::array<double, kBins + kWindow> wx{}, wy{};
