@@ -76,6 +76,48 @@ class Integral {
         dy = bottom - top;
     }
 
+    // haar<false> at two points at once, (xs[0], ys[0]) and (xs[1], ys[1]), into dx[0..1] and
+    // dy[0..1]: the same operations in the same order, one lane per point.
+    void haar_pair(const double* xs, const double* ys, double r, double* dx, double* dy) const {
+#if CV_SIMD128_64F
+        using cv::v_float64x2;
+        const v_float64x2 vr = cv::v_setall_f64(r), half = cv::v_setall_f64(0.5);
+        const v_float64x2 x0 = cv::v_load(xs) + half - vr, y0 = cv::v_load(ys) + half - vr;
+        std::array<v_float64x2, 3> fx, fy;
+        std::array<std::array<int, 4>, 3> ix{}, iy{};
+        for (std::size_t k = 0; k < 3; ++k) {
+            const v_float64x2 step = cv::v_setall_f64(static_cast<double>(k)) * vr;
+            const v_float64x2 vx = x0 + step, vy = y0 + step;
+            const cv::v_int32x4 tx = cv::v_trunc(vx), ty = cv::v_trunc(vy);
+            cv::v_store(ix[k].data(), tx);
+            cv::v_store(iy[k].data(), ty);
+            fx[k] = vx - cv::v_cvt_f64(tx);
+            fy[k] = vy - cv::v_cvt_f64(ty);
+        }
+        auto at = [&](std::size_t j, std::size_t i) {
+            const double* a0 = p_ + static_cast<std::size_t>(iy[j][0]) * stride_ + ix[i][0];
+            const double* b0 = p_ + static_cast<std::size_t>(iy[j][1]) * stride_ + ix[i][1];
+            const double* a1 = a0 + stride_;
+            const double* b1 = b0 + stride_;
+            const v_float64x2 r0c(a0[0], b0[0]), r0n(a0[1], b0[1]), r1c(a1[0], b1[0]),
+                r1n(a1[1], b1[1]);
+            const v_float64x2 a = r0c + fx[i] * (r0n - r0c);
+            const v_float64x2 b = r1c + fx[i] * (r1n - r1c);
+            return a + fy[j] * (b - a);
+        };
+        const v_float64x2 s00 = at(0, 0), s01 = at(0, 1), s02 = at(0, 2), s10 = at(1, 0),
+                          s12 = at(1, 2), s20 = at(2, 0), s21 = at(2, 1), s22 = at(2, 2);
+        const v_float64x2 right = s22 - s21 - s02 + s01;
+        const v_float64x2 left = s21 - s20 - s01 + s00;
+        const v_float64x2 bottom = s22 - s20 - s12 + s10;
+        const v_float64x2 top = s12 - s10 - s02 + s00;
+        cv::v_store(dx, right - left);
+        cv::v_store(dy, bottom - top);
+#else
+        for (std::size_t n = 0; n < 2; ++n) haar<false>(xs[n], ys[n], r, dx[n], dy[n]);
+#endif
+    }
+
     // Whether every point within `radius` of (x, y) (pixel coordinates) is inside the image with a
     // pixel to spare, so that haar<false> may sample there.
     bool contains(double x, double y, double radius) const {
@@ -514,15 +556,26 @@ void describe(const Integral& ii, const cv::KeyPoint& kp, float s, float* out) {
     const double theta = kp.angle * kPi / 180.0, co = std::cos(theta), si = std::sin(theta);
     // The farthest wavelet corner: a corner sample 11.5 s from the centre on both axes, plus s.
     const bool inside = ii.contains(kp.pt.x, kp.pt.y, (11.5 * std::numbers::sqrt2 + 1.0) * s + 1.0);
-    for (int m = 0; m < kSide; ++m) {      // along the keypoint's y axis
+    // Wavelet responses first (two at a time when the keypoint is clear of the border), then
+    // their terms.
+    constexpr std::size_t kSamples = kSide * kSide;
+    std::array<double, kSamples> xs, ys, hx, hy;
+    for (int m = 0; m < kSide; ++m)        // along the keypoint's y axis
         for (int k = 0; k < kSide; ++k) {  // along its x axis
             const double u = (k - 11.5) * s, v = (m - 11.5) * s;
-            const double x = kp.pt.x + u * co - v * si, y = kp.pt.y + u * si + v * co;
-            double dx, dy;
-            if (inside)
-                ii.haar<false>(x, y, s, dx, dy);
-            else
-                ii.haar<true>(x, y, s, dx, dy);
+            const auto n = static_cast<std::size_t>(m * kSide + k);
+            xs[n] = kp.pt.x + u * co - v * si;
+            ys[n] = kp.pt.y + u * si + v * co;
+        }
+    if (inside)
+        for (std::size_t n = 0; n < kSamples; n += 2)
+            ii.haar_pair(xs.data() + n, ys.data() + n, s, hx.data() + n, hy.data() + n);
+    else
+        for (std::size_t n = 0; n < kSamples; ++n) ii.haar<true>(xs[n], ys[n], s, hx[n], hy[n]);
+    for (int m = 0; m < kSide; ++m) {
+        for (int k = 0; k < kSide; ++k) {
+            const auto n = static_cast<std::size_t>(m * kSide + k);
+            const double dx = hx[n], dy = hy[n];
             const double rx = dx * co + dy * si, ry = -dx * si + dy * co;
             double* t = terms.data() + static_cast<std::size_t>(m * kSide + k) * P;
             if constexpr (kPerRegion == 4) {
