@@ -283,6 +283,38 @@ TEST_F(FeaturesSurf, KeypointsFollowAShiftOfThePictureExactly) {
     }
 }
 
+// The box filters' integral image holds 32-bit sums that wrap past 2^32, which a white image of
+// 4400 x 4400 pixels passes towards its lower right. A picture there must give the features it
+// gives on a small white canvas, moved by the offset: box sums are exact modulo 2^32 and no box
+// is large enough to reach it.
+TEST_F(FeaturesSurf, ExactWhereTheIntegralImagePasses2To32) {
+    const cv::Mat img = photo()(cv::Rect(200, 150, 200, 200));
+    auto surf = make("{type: surf, octaves: 1, max_features: 0}");
+    auto extract_at = [&](cv::Size canvas_size, int at) {
+        cv::Mat canvas(canvas_size, CV_8UC1, cv::Scalar(255));
+        img.copyTo(canvas(cv::Rect(at, at, img.cols, img.rows)));
+        return surf->extract(canvas);
+    };
+    const int big_at = 4100, small_at = 100;
+    // The sums wrap across the picture: below 2^32 at its upper left, above it at its lower right.
+    ASSERT_LT(255.0 * big_at * big_at, 4294967296.0);
+    ASSERT_GT(255.0 * (big_at + img.cols) * (big_at + img.rows), 4294967296.0);
+    const Features big = extract_at({4400, 4400}, big_at);
+    const Features small = extract_at({400, 400}, small_at);
+    ASSERT_GT(small.keypoints.size(), 50u);
+    ASSERT_EQ(big.keypoints.size(), small.keypoints.size());
+    const auto shift = static_cast<float>(big_at - small_at);
+    for (std::size_t i = 0; i < small.keypoints.size(); ++i) {
+        const cv::KeyPoint &b = big.keypoints[i], &s = small.keypoints[i];
+        EXPECT_LT(cv::norm(b.pt - (s.pt + cv::Point2f(shift, shift))), 1e-2) << "keypoint " << i;
+        EXPECT_EQ(b.response, s.response) << "keypoint " << i;
+        EXPECT_LT(cv::norm(big.descriptors.row(static_cast<int>(i)),
+                           small.descriptors.row(static_cast<int>(i)), cv::NORM_INF),
+                  1e-4)
+            << "keypoint " << i;
+    }
+}
+
 TEST_F(FeaturesSurf, GridKeepsKeypointsOnALowContrastPartOfTheImage) {
     // Left half: the photo at full contrast; right half: the same photo at a tenth of it, as a
     // hazy object beside a busy background. Strongest overall takes (nearly) all from the left.
