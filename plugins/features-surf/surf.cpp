@@ -9,6 +9,7 @@
 #include <opencv2/core/hal/intrin.hpp>
 #include <opencv2/core/utility.hpp>
 #include <opencv2/imgproc.hpp>
+#include <optional>
 #include <sightline/keypoint_grid.hpp>
 
 namespace sightline::surf {
@@ -643,8 +644,20 @@ void detect_and_describe(const cv::Mat& gray, const Params& p, std::vector<cv::K
         smooth = cv::Mat();
         cv::GaussianBlur(gray, smooth, cv::Size(), p.presmooth);
     }
-    const Integral ii(smooth);
-    const WrappingIntegral boxes(smooth);
+    // The two integral images are each one pass down the image, serial within; side by side they
+    // take the time of the longer.
+    std::optional<Integral> ii_storage;
+    std::optional<WrappingIntegral> boxes_storage;
+    cv::parallel_for_(cv::Range(0, 2), [&](const cv::Range& range) {
+        for (int k = range.start; k < range.end; ++k) {
+            if (k == 0)
+                ii_storage.emplace(smooth);
+            else
+                boxes_storage.emplace(smooth);
+        }
+    });
+    const Integral& ii = *ii_storage;
+    const WrappingIntegral& boxes = *boxes_storage;
 
     std::vector<Detection> found;
     for (int o = 0; o < p.octaves; ++o) {
