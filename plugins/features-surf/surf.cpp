@@ -77,8 +77,9 @@ class Integral {
         dy = bottom - top;
     }
 
-    // haar<false> at two points at once, (xs[0], ys[0]) and (xs[1], ys[1]), into dx[0..1] and
+    // haar<kClamp> at two points at once, (xs[0], ys[0]) and (xs[1], ys[1]), into dx[0..1] and
     // dy[0..1]: the same operations in the same order, one lane per point.
+    template <bool kClamp>
     void haar_pair(const double* xs, const double* ys, double r, double* dx, double* dy) const {
 #if CV_SIMD128_64F
         using cv::v_float64x2;
@@ -88,8 +89,17 @@ class Integral {
         std::array<std::array<int, 4>, 3> ix{}, iy{};
         for (std::size_t k = 0; k < 3; ++k) {
             const v_float64x2 step = cv::v_setall_f64(static_cast<double>(k)) * vr;
-            const v_float64x2 vx = x0 + step, vy = y0 + step;
-            const cv::v_int32x4 tx = cv::v_trunc(vx), ty = cv::v_trunc(vy);
+            v_float64x2 vx = x0 + step, vy = y0 + step;
+            if constexpr (kClamp) {  // as split()
+                const v_float64x2 zero = cv::v_setzero_f64();
+                vx = cv::v_min(cv::v_max(vx, zero), cv::v_setall_f64(static_cast<double>(w_)));
+                vy = cv::v_min(cv::v_max(vy, zero), cv::v_setall_f64(static_cast<double>(h_)));
+            }
+            cv::v_int32x4 tx = cv::v_trunc(vx), ty = cv::v_trunc(vy);
+            if constexpr (kClamp) {
+                tx = cv::v_min(tx, cv::v_setall_s32(w_ - 1));
+                ty = cv::v_min(ty, cv::v_setall_s32(h_ - 1));
+            }
             cv::v_store(ix[k].data(), tx);
             cv::v_store(iy[k].data(), ty);
             fx[k] = vx - cv::v_cvt_f64(tx);
@@ -115,7 +125,7 @@ class Integral {
         cv::v_store(dx, right - left);
         cv::v_store(dy, bottom - top);
 #else
-        for (std::size_t n = 0; n < 2; ++n) haar<false>(xs[n], ys[n], r, dx[n], dy[n]);
+        for (std::size_t n = 0; n < 2; ++n) haar<kClamp>(xs[n], ys[n], r, dx[n], dy[n]);
 #endif
     }
 
@@ -557,7 +567,7 @@ void describe(const Integral& ii, const cv::KeyPoint& kp, float s, float* out) {
     const double theta = kp.angle * kPi / 180.0, co = std::cos(theta), si = std::sin(theta);
     // The farthest wavelet corner: a corner sample 11.5 s from the centre on both axes, plus s.
     const bool inside = ii.contains(kp.pt.x, kp.pt.y, (11.5 * std::numbers::sqrt2 + 1.0) * s + 1.0);
-    // Wavelet responses first (two at a time when the keypoint is clear of the border), then
+    // Wavelet responses first, two at a time (clamped to the image only near its border), then
     // their terms.
     constexpr std::size_t kSamples = kSide * kSide;
     std::array<double, kSamples> xs, ys, hx, hy;
@@ -568,11 +578,12 @@ void describe(const Integral& ii, const cv::KeyPoint& kp, float s, float* out) {
             xs[n] = kp.pt.x + u * co - v * si;
             ys[n] = kp.pt.y + u * si + v * co;
         }
-    if (inside)
-        for (std::size_t n = 0; n < kSamples; n += 2)
-            ii.haar_pair(xs.data() + n, ys.data() + n, s, hx.data() + n, hy.data() + n);
-    else
-        for (std::size_t n = 0; n < kSamples; ++n) ii.haar<true>(xs[n], ys[n], s, hx[n], hy[n]);
+    for (std::size_t n = 0; n < kSamples; n += 2) {
+        if (inside)
+            ii.haar_pair<false>(xs.data() + n, ys.data() + n, s, hx.data() + n, hy.data() + n);
+        else
+            ii.haar_pair<true>(xs.data() + n, ys.data() + n, s, hx.data() + n, hy.data() + n);
+    }
     for (int m = 0; m < kSide; ++m) {
         for (int k = 0; k < kSide; ++k) {
             const auto n = static_cast<std::size_t>(m * kSide + k);
