@@ -61,7 +61,7 @@ const std::array<ConfigKey, 7> kPipelineKeys{{
     {.name = "clahe", .type = ConfigType::number, .default_value = "0", .min = 0, .max = 40,
      .description = "CLAHE clip limit for local contrast equalisation before extraction (0: off)"},
 }};
-const std::array<ConfigKey, 15> kVerifyKeys{{
+const std::array<ConfigKey, 16> kVerifyKeys{{
     {.name = "candidates", .type = ConfigType::integer, .default_value = "8", .min = 1, .max = 1000,
      .description = "index candidates checked by RANSAC"},
     {.name = "min_inliers", .type = ConfigType::integer, .default_value = "15", .min = 4, .max = 100000,
@@ -97,6 +97,9 @@ const std::array<ConfigKey, 15> kVerifyKeys{{
     {.name = "rectify_candidates", .type = ConfigType::integer, .default_value = "0", .min = 0, .max = 100000,
      .description = "only the N best-ranked candidates get the second look, each of which costs a feature "
                     "extraction (0: every candidate)"},
+    {.name = "rectify_after_match", .type = ConfigType::boolean, .default_value = "false",
+     .description = "second looks go on after a candidate has matched (finds a blurred object beside a clear one, "
+                    "for an extraction per weak candidate); false: they stop at the first match"},
 }};
 const std::array<ConfigKey, 2> kLoggingKeys{{
     {.name = "level", .type = ConfigType::string, .default_value = "info", .choices = "trace|debug|info|warn|error|off",
@@ -354,6 +357,7 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
         s.verify.rectify_min_inliers = static_cast<int>(vs.get_int("rectify_min_inliers"));
         s.verify.rectify_radius = vs.get_double("rectify_radius");
         s.verify.rectify_candidates = static_cast<std::size_t>(vs.get_int("rectify_candidates"));
+        s.verify.rectify_after_match = vs.get_bool("rectify_after_match");
         auto extractor = make_plugin<PluginKind::features>(config_, *registry_, p["features"], path + ".features",
                                                            metrics_, storages_);
         // Queries may extract differently (typically more features: the object is only part of the

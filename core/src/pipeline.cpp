@@ -577,14 +577,16 @@ std::optional<HomographyFit> Pipeline::second_look(const Candidate& c, const Ite
     return std::nullopt;
 }
 
-std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features& query,
-                                      const cv::Mat& work, double to_original, bool may_rectify) const {
+Pipeline::FirstLook Pipeline::first_look(const Candidate& candidate, const Features& query,
+                                         const cv::Mat& work, double to_original,
+                                         bool may_rectify) const {
     const auto& v = settings_.verify;
+    FirstLook look;
     const Candidate* cp = &candidate;
-    auto reject = [&](const char* why) -> std::optional<Match> {
+    auto reject = [&](const char* why) {
         log_->debug("candidate {} ({} correspondences) rejected: {}", cp->id,
                     cp->correspondences.size(), why);
-        return std::nullopt;
+        return FirstLook{};
     };
     std::shared_ptr<const ItemInfo> item;  // shared: verification copies no reference data
     {
@@ -613,10 +615,35 @@ std::optional<Match> Pipeline::verify(const Candidate& candidate, const Features
         log_->debug("candidate {}: {} inliers of {} correspondences", c.id, fit.inliers,
                     c.correspondences.size());
         if (!rectify) return reject("too few inliers");
-        auto second = second_look(c, info, work, fit);
-        if (!second) return reject("too few inliers after rectifying");
-        fit = std::move(*second);
+        look.item = std::move(item);
+        look.candidate = cp == &rematched ? std::move(rematched) : candidate;
+        look.fit = std::move(fit);
+        return look;
     }
+    look.match = accept(c, info, fit, work, to_original);
+    return look;
+}
+
+std::optional<Match> Pipeline::finish_look(FirstLook& look, const cv::Mat& work,
+                                           double to_original) const {
+    auto fit = second_look(look.candidate, *look.item, work, look.fit);
+    if (!fit) {
+        log_->debug("candidate {} ({} correspondences) rejected: too few inliers after rectifying",
+                    look.candidate.id, look.candidate.correspondences.size());
+        return std::nullopt;
+    }
+    return accept(look.candidate, *look.item, *fit, work, to_original);
+}
+
+std::optional<Match> Pipeline::accept(const Candidate& c, const ItemInfo& info,
+                                      const HomographyFit& fit, const cv::Mat& work,
+                                      double to_original) const {
+    const auto& v = settings_.verify;
+    auto reject = [&](const char* why) -> std::optional<Match> {
+        log_->debug("candidate {} ({} correspondences) rejected: {}", c.id,
+                    c.correspondences.size(), why);
+        return std::nullopt;
+    };
     if (const char* why = implausible(fit.H, info.size, work.size(), v)) return reject(why);
     const double cover = inlier_cover(fit, info.size);
     if (cover < v.min_inlier_area) return reject("inliers cover too little of the reference");
@@ -667,10 +694,28 @@ Result Pipeline::recognize_or_throw(const Request& request) const {
     check_deadline(request, "verification");
 
     t = Clock::now();
+    // First looks at every candidate, then second looks (each a feature extraction) at the weak
+    // ones in ranking order; unless rectify_after_match, only while nothing has matched.
     const std::size_t rectify_first = settings_.verify.rectify_candidates;
-    for (std::size_t i = 0; i < candidates.size(); ++i)
-        if (auto m = verify(candidates[i], features, work, to_original, rectify_first == 0 || i < rectify_first))
+    std::vector<FirstLook> weak;
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+        FirstLook look = first_look(candidates[i], features, work, to_original,
+                                    rectify_first == 0 || i < rectify_first);
+        if (look.match)
+            result.matches.push_back(std::move(*look.match));
+        else if (look.item)
+            weak.push_back(std::move(look));
+    }
+    for (std::size_t i = 0; i < weak.size(); ++i) {
+        if (!settings_.verify.rectify_after_match && !result.matches.empty()) {
+            log_->debug("request '{}': {} second looks skipped, a candidate matched", request.id,
+                        weak.size() - i);
+            break;
+        }
+        check_deadline(request, "verification");
+        if (auto m = finish_look(weak[i], work, to_original))
             result.matches.push_back(std::move(*m));
+    }
     std::sort(result.matches.begin(), result.matches.end(),
               [](const Match& a, const Match& b) { return a.inliers != b.inliers ? a.inliers > b.inliers : a.id < b.id; });
     auto px = client_number(request, "pos_x"), py = client_number(request, "pos_y");

@@ -22,6 +22,7 @@
 using namespace sightline;
 using namespace sightline::host;
 using namespace sightline::test;
+using ::testing::AnyOf;
 using ::testing::HasSubstr;
 
 namespace {
@@ -452,18 +453,37 @@ TEST(Rectify, FindsHardPhotosTheFirstLookMisses) {
     }
 }
 
+double rectifications(Host& h) {
+    std::istringstream in(h.metrics().render());
+    const std::string series = R"(sightline_verify_rectifications_total{pipeline="surf"} )";
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind(series, 0) == 0) return std::stod(line.substr(series.size()));
+    return -1.0;
+}
+
+// Through the vocabulary index, every item twice: as itself and as "copy-" + its name. The two rank
+// first and second alike, so where the first look fails, both need a second look.
+Host& vocab_host_with_copies(const std::vector<std::string>& overrides) {
+    std::vector<std::string> all{"storages.vocab.root=" +
+                                 yq(source_dir() / "config" / "vocabularies")};
+    all.insert(all.end(), overrides.begin(), overrides.end());
+    Host& h = host_for("scale-vocab-surf.yaml", all);
+    const auto items = gallery_part();
+    if (h.pipeline().size() == items.size()) {
+        for (const auto& p : items)
+            h.gallery().put("copy-" + p.stem().string(), read_bytes(p),
+                            read_text(fs::path(p).replace_extension(".json")));
+        h.pipeline().load(h.gallery(), &h.workers());
+    }
+    EXPECT_EQ(h.pipeline().size(), 2 * items.size());
+    return h;
+}
+
 // rectify_candidates: only the first N candidates get the second look, each a feature extraction
 // (counted in verify_rectifications_total). The hard photos' items rank among the first two, so two
 // are enough for them; photos of other things through the vocabulary index, whose chance
 // candidates often have 5-9 inliers, get a second look for at most one candidate each.
 TEST(Rectify, OnlyTheFirstCandidatesGetTheSecondLook) {
-    const auto rectifications = [](Host& h) {
-        std::istringstream in(h.metrics().render());
-        const std::string series = R"(sightline_verify_rectifications_total{pipeline="surf"} )";
-        for (std::string line; std::getline(in, line);)
-            if (line.rfind(series, 0) == 0) return std::stod(line.substr(series.size()));
-        return -1.0;
-    };
     Host& two = host_for("default.yaml", {"pipelines.surf.verify.rectify_candidates=2"});
     EXPECT_EQ(two.pipeline().settings().verify.rectify_candidates, 2u);
     const auto items = gallery_part();
@@ -475,22 +495,11 @@ TEST(Rectify, OnlyTheFirstCandidatesGetTheSecondLook) {
     }
     EXPECT_GT(rectifications(two), 0.0);
 
-    // Through the vocabulary index every item twice, as itself and as "copy-" + its name: the two
-    // rank first and second alike, and where the first look fails, with every candidate looked at
-    // again both are found; with rectify_candidates 1 only the first.
-    const std::string vocab = "storages.vocab.root=" + yq(source_dir() / "config" / "vocabularies");
-    const auto with_copies = [&](const std::string& first) -> Host& {
-        Host& h = host_for("scale-vocab-surf.yaml", {vocab, "pipelines.surf.verify.rectify_candidates=" + first});
-        if (h.pipeline().size() == items.size()) {
-            for (const auto& p : items)
-                h.gallery().put("copy-" + p.stem().string(), read_bytes(p), read_text(fs::path(p).replace_extension(".json")));
-            h.pipeline().load(h.gallery(), &h.workers());
-        }
-        EXPECT_EQ(h.pipeline().size(), 2 * items.size());
-        return h;
-    };
-    Host& all = with_copies("0");
-    Host& one = with_copies("1");
+    // Where the first look fails, with every candidate looked at again item and copy are both
+    // found; with rectify_candidates 1 only the first.
+    Host& all = vocab_host_with_copies({"pipelines.surf.verify.rectify_after_match=true"});
+    Host& one = vocab_host_with_copies({"pipelines.surf.verify.rectify_after_match=true",
+                                        "pipelines.surf.verify.rectify_candidates=1"});
     const double all_before = rectifications(all), one_before = rectifications(one);
     int both = 0;
     for (std::size_t i = 0; i < items.size(); ++i) {
@@ -504,6 +513,37 @@ TEST(Rectify, OnlyTheFirstCandidatesGetTheSecondLook) {
     }
     EXPECT_GE(both, 3) << "photos whose item and copy were both found only when every candidate got a second look";
     EXPECT_GT(rectifications(all) - all_before, rectifications(one) - one_before);
+}
+
+// By default second looks stop at the first match: they are for photos whose object no first look
+// found, and each costs an extraction. Where item and copy both need one, one is found, for fewer
+// extractions; rectify_after_match: true goes on and finds both.
+TEST(Rectify, SecondLooksStopAtTheFirstMatchUnlessAskedToGoOn) {
+    Host& until = vocab_host_with_copies({});
+    Host& every = vocab_host_with_copies({"pipelines.surf.verify.rectify_after_match=true"});
+    EXPECT_FALSE(until.pipeline().settings().verify.rectify_after_match);
+    ASSERT_TRUE(every.pipeline().settings().verify.rectify_after_match);
+    const auto items = gallery_part();
+    const double until_before = rectifications(until), every_before = rectifications(every);
+    int one_instead_of_two = 0;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        synth::Photo photo = middling_photo(items[i], 300 + i);
+        Result by_until = until.pipeline().recognize(request_for(photo.jpeg));
+        Result by_every = every.pipeline().recognize(request_for(photo.jpeg));
+        ASSERT_FALSE(by_until.error.has_value()) << by_until.error->message;
+        ASSERT_FALSE(by_every.error.has_value()) << by_every.error->message;
+        const std::string name = items[i].stem().string();
+        for (const Match& m : by_until.matches)
+            EXPECT_THAT(m.id, AnyOf(name, "copy-" + name)) << "a wrong item";
+        // Found or not alike: the same candidates get the same first and second looks up to the
+        // first match.
+        EXPECT_EQ(by_until.matches.empty(), by_every.matches.empty()) << name;
+        EXPECT_LE(by_until.matches.size(), by_every.matches.size());
+        if (by_every.matches.size() == 2 && by_until.matches.size() == 1) ++one_instead_of_two;
+    }
+    EXPECT_GE(one_instead_of_two, 3)
+        << "photos whose copy was found only by going on after the first match";
+    EXPECT_LT(rectifications(until) - until_before, rectifications(every) - every_before);
 }
 
 TEST(Rectify, HardPhotosOfOtherThingsDoNotMatch) {

@@ -55,6 +55,10 @@ struct VerifyParams {
     // a feature extraction, and the true item, when the index found it, is nearly always among the
     // first.
     std::size_t rectify_candidates = 0;
+    // Second looks also after a candidate has matched (a blurred object beside a clear one is then
+    // found too, for the time of every weak candidate's extraction); otherwise they stop at the
+    // first match, as they are there for the photos whose object the first looks missed.
+    bool rectify_after_match = false;
 };
 
 // A model fitted to a candidate's correspondences, reference -> query working pixels.
@@ -155,8 +159,21 @@ private:
     RecordState ensure_indexed(Gallery& gallery, const std::string& id);
     void normalise(cv::Mat& gray) const;
     Index& index() const;  // throws if the host was built without indexes
-    std::optional<Match> verify(const Candidate& c, const Features& query, const cv::Mat& work,
-                                double to_original, bool may_rectify) const;
+    // A candidate after RANSAC on its correspondences: accepted (match), dropped (neither set), or
+    // weak and worth a second look (item set; the correspondences and fit it was given).
+    struct FirstLook {
+        std::optional<Match> match;
+        std::shared_ptr<const ItemInfo> item;
+        Candidate candidate;
+        HomographyFit fit;
+    };
+    FirstLook first_look(const Candidate& c, const Features& query, const cv::Mat& work,
+                         double to_original, bool may_rectify) const;
+    std::optional<Match> finish_look(FirstLook& look, const cv::Mat& work,
+                                     double to_original) const;
+    // The checks every accepted fit passes (plausible outline, inliers spread over the item).
+    std::optional<Match> accept(const Candidate& c, const ItemInfo& info, const HomographyFit& fit,
+                                const cv::Mat& work, double to_original) const;
     // A candidate whose first look found too few inliers, looked at again in the photo rectified
     // into its reference's frame (VerifyParams::rectify_min_inliers); the accepted fit, if any.
     std::optional<HomographyFit> second_look(const Candidate& c, const ItemInfo& info,
