@@ -268,7 +268,7 @@ public:
     static constexpr const char* description =
         "inverted file over a trained visual vocabulary: tf-idf, Hamming embedding, word correspondences";
     static sightline::ConfigSchema config_schema() {
-        static const std::array<ConfigKey, 11> keys{{
+        static const std::array<ConfigKey, 12> keys{{
             {.name = "vocabulary", .type = ConfigType::string, .required = true,
              .description = "key of the vocabulary file (made by `sightline vocab train`) in `storage`"},
             {.name = "storage", .type = ConfigType::string, .default_value = "vocab",
@@ -285,6 +285,8 @@ public:
              .description = "word correspondences passed to verification per candidate, closest first"},
             {.name = "query_words", .type = ConfigType::integer, .default_value = "1", .min = 1, .max = 16,
              .description = "words looked up per query feature: its own and the nearest neighbouring leaves (multiple assignment)"},
+            {.name = "query_words_ratio", .type = ConfigType::number, .default_value = "0", .min = 0, .max = 100,
+             .description = "a neighbouring word is looked up only if its centre is at most this many times as far from the query feature as its own word's centre (0: always, up to query_words)"},
             {.name = "geometry_rerank", .type = ConfigType::integer, .default_value = "3000", .min = 0, .max = 1e6,
              .description = "the N best items by tf-idf are scored again by their word matches that agree on one rotation, scale change and position (weak geometric consistency with Hough voting; 0: off)"},
             {.name = "geometry_norm", .type = ConfigType::number, .default_value = "0.75", .min = 0, .max = 1,
@@ -303,6 +305,7 @@ public:
           compact_share_(ctx.config().get_double("compact_share")),
           max_corr_(static_cast<std::size_t>(ctx.config().get_int("max_correspondences"))),
           query_words_(static_cast<int>(ctx.config().get_int("query_words"))),
+          query_words_ratio_(ctx.config().get_double("query_words_ratio")),
           rerank_(static_cast<std::size_t>(ctx.config().get_int("geometry_rerank"))),
           geometry_norm_(ctx.config().get_double("geometry_norm")),
           match_item_threshold_(static_cast<int>(ctx.config().get_int("match_item_threshold"))) {
@@ -434,7 +437,7 @@ public:
             for (int c = range.start; c < range.end; ++c)
                 for (int r = q.rows * c / threads; r < q.rows * (c + 1) / threads; ++r) {
                     words.clear();
-                    vocab_.quantize_near(q.ptr(r), query_words_, words);
+                    vocab_.quantize_near(q.ptr(r), query_words_, words, query_words_ratio_);
                     own_word[static_cast<std::size_t>(r)] = words.front();
                     for (const std::uint32_t w : words)
                         parts[static_cast<std::size_t>(c)].push_back({w, r, vocab_.embed(q, proj, r, w)});
@@ -880,6 +883,7 @@ private:
     double compact_share_;
     std::size_t max_corr_;
     int query_words_;
+    double query_words_ratio_;
     std::size_t rerank_;
     double geometry_norm_;
     int match_item_threshold_;

@@ -99,6 +99,53 @@ TEST_P(VocabularyTypes, NoisyCopiesOfOneCentreLandInOneWord) {
     EXPECT_GE(agree, total * 95 / 100) << agree << " of " << total;
 }
 
+// Multiple assignment with a distance ratio: the neighbours kept are the nearest of those without
+// one, fewer as the ratio tightens, none below 1 (the own word is the nearest). A copy close to its
+// centre keeps none at 1.2; a row half of one centre and half of another keeps its neighbour.
+TEST_P(VocabularyTypes, NeighbourWordsOnlyWithinTheDistanceRatio) {
+    cv::Mat centres;
+    auto images = clustered(GetParam(), 16, 200, 10, centres);
+    auto flat = small();
+    flat.branching = 16;
+    flat.depth = 1;
+    const auto v = Vocabulary::train(images, flat, "test:v1");
+    cv::Mat rows = images[0].rowRange(0, 100).clone();
+    cv::Mat mixed(centres.rows - 1, centres.cols, centres.type());
+    const int half = centres.cols / 2;
+    for (int r = 0; r + 1 < centres.rows; ++r) {
+        centres.row(r).colRange(0, half).copyTo(mixed.row(r).colRange(0, half));
+        centres.row(r + 1)
+            .colRange(half, centres.cols)
+            .copyTo(mixed.row(r).colRange(half, centres.cols));
+    }
+    const auto near = [&](const cv::Mat& m, int r, double ratio) {
+        std::vector<std::uint32_t> out;
+        v.quantize_near(m.ptr(r), 3, out, ratio);
+        return out;
+    };
+    int copies_alone = 0, mixed_kept = 0;
+    for (const cv::Mat* m : {&rows, &mixed})
+        for (int r = 0; r < m->rows; ++r) {
+            const auto all = near(*m, r, 0);
+            ASSERT_EQ(all.size(), 3u);
+            EXPECT_EQ(all.front(), v.quantize_row(m->ptr(r)));
+            EXPECT_EQ(near(*m, r, 1e6), all);
+            EXPECT_EQ(near(*m, r, 0.99).size(), 1u);
+            const auto loose = near(*m, r, 1.5), tight = near(*m, r, 1.2);
+            EXPECT_LE(tight.size(), loose.size());
+            EXPECT_TRUE(std::equal(loose.begin(), loose.end(), all.begin()))
+                << "not the nearest neighbours";
+            EXPECT_TRUE(std::equal(tight.begin(), tight.end(), all.begin()))
+                << "not the nearest neighbours";
+            if (m == &rows)
+                copies_alone += tight.size() == 1;
+            else
+                mixed_kept += tight.size() > 1;
+        }
+    EXPECT_GE(copies_alone, 90) << "of 100 noisy copies";
+    EXPECT_GE(mixed_kept, 8) << "of 15 rows between two centres";
+}
+
 TEST_P(VocabularyTypes, SameSeedSameBytesAndRoundTrip) {
     cv::Mat centres;
     auto images = clustered(GetParam(), 16, 100, 8, centres);

@@ -155,8 +155,11 @@ public:
     }
     // The word of a row and up to n-1 more: the leaves next to it under the same parent, nearest
     // first. A descriptor near a cell boundary then still meets its match on the other side
-    // (multiple assignment, done on the query side only). Appends to out.
-    void quantize_near(const std::uint8_t* row, int n, std::vector<std::uint32_t>& out) const {
+    // (multiple assignment, done on the query side only). max_ratio > 0 takes a neighbour only if
+    // its centre is at most max_ratio times as far from the row as its own word's: a row deep
+    // inside its cell then costs one lookup. Appends to out.
+    void quantize_near(const std::uint8_t* row, int n, std::vector<std::uint32_t>& out,
+                       double max_ratio = 0) const {
         std::uint32_t node = 0, parent = 0;
         while (nodes_[node].children > 0) {
             parent = node;
@@ -164,12 +167,18 @@ public:
         }
         out.push_back(static_cast<std::uint32_t>(nodes_[node].word));
         if (n <= 1 || node == 0) return;
+        // distance() is squared for float descriptors, so is the bound.
+        double bound = std::numeric_limits<double>::max();
+        if (max_ratio > 0)
+            bound = distance(row, centers_.ptr(static_cast<int>(node))) * max_ratio *
+                    (type_ == CV_32F ? max_ratio : 1);
         const Node& p = nodes_[parent];
         std::vector<std::pair<double, std::uint32_t>> near;
         for (int c = 0; c < p.children; ++c) {
             const auto i = static_cast<std::uint32_t>(p.first_child + c);
             if (i == node || nodes_[i].children > 0) continue;
-            near.push_back({distance(row, centers_.ptr(static_cast<int>(i))), i});
+            if (const double d = distance(row, centers_.ptr(static_cast<int>(i))); d <= bound)
+                near.push_back({d, i});
         }
         const std::size_t extra = std::min(near.size(), static_cast<std::size_t>(n - 1));
         std::partial_sort(near.begin(), near.begin() + static_cast<std::ptrdiff_t>(extra), near.end());
