@@ -584,8 +584,7 @@ Pipeline::FirstLook Pipeline::first_look(const Candidate& candidate, const Featu
     FirstLook look;
     const Candidate* cp = &candidate;
     auto reject = [&](const char* why) {
-        log_->debug("candidate {} ({} correspondences) rejected: {}", cp->id,
-                    cp->correspondences.size(), why);
+        log_rejection(*cp, why);
         return FirstLook{};
     };
     std::shared_ptr<const ItemInfo> item;  // shared: verification copies no reference data
@@ -624,15 +623,19 @@ Pipeline::FirstLook Pipeline::first_look(const Candidate& candidate, const Featu
     return look;
 }
 
-std::optional<Match> Pipeline::finish_look(FirstLook& look, const cv::Mat& work,
+std::optional<Match> Pipeline::finish_look(const FirstLook& look, const cv::Mat& work,
                                            double to_original) const {
     auto fit = second_look(look.candidate, *look.item, work, look.fit);
     if (!fit) {
-        log_->debug("candidate {} ({} correspondences) rejected: too few inliers after rectifying",
-                    look.candidate.id, look.candidate.correspondences.size());
+        log_rejection(look.candidate, "too few inliers after rectifying");
         return std::nullopt;
     }
     return accept(look.candidate, *look.item, *fit, work, to_original);
+}
+
+void Pipeline::log_rejection(const Candidate& c, const char* why) const {
+    log_->debug("candidate {} ({} correspondences) rejected: {}", c.id, c.correspondences.size(),
+                why);
 }
 
 std::optional<Match> Pipeline::accept(const Candidate& c, const ItemInfo& info,
@@ -640,8 +643,7 @@ std::optional<Match> Pipeline::accept(const Candidate& c, const ItemInfo& info,
                                       double to_original) const {
     const auto& v = settings_.verify;
     auto reject = [&](const char* why) -> std::optional<Match> {
-        log_->debug("candidate {} ({} correspondences) rejected: {}", c.id,
-                    c.correspondences.size(), why);
+        log_rejection(c, why);
         return std::nullopt;
     };
     if (const char* why = implausible(fit.H, info.size, work.size(), v)) return reject(why);

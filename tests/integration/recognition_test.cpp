@@ -479,6 +479,17 @@ Host& vocab_host_with_copies(const std::vector<std::string>& overrides) {
     return h;
 }
 
+// Each gallery item's middling photo recognised by host a and by host b, in item order.
+void middling_results(Host& a, Host& b, std::vector<std::array<Result, 2>>& out) {
+    const auto items = gallery_part();
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        const synth::Photo photo = middling_photo(items[i], 300 + i);
+        out.push_back({a.pipeline().recognize(request_for(photo.jpeg)),
+                       b.pipeline().recognize(request_for(photo.jpeg))});
+        for (const Result& r : out.back()) ASSERT_FALSE(r.error.has_value()) << r.error->message;
+    }
+}
+
 // rectify_candidates: only the first N candidates get the second look, each a feature extraction
 // (counted in verify_rectifications_total). The hard photos' items rank among the first two, so two
 // are enough for them; photos of other things through the vocabulary index, whose chance
@@ -501,13 +512,10 @@ TEST(Rectify, OnlyTheFirstCandidatesGetTheSecondLook) {
     Host& one = vocab_host_with_copies({"pipelines.surf.verify.rectify_after_match=true",
                                         "pipelines.surf.verify.rectify_candidates=1"});
     const double all_before = rectifications(all), one_before = rectifications(one);
+    std::vector<std::array<Result, 2>> results;
+    ASSERT_NO_FATAL_FAILURE(middling_results(all, one, results));
     int both = 0;
-    for (std::size_t i = 0; i < items.size(); ++i) {
-        synth::Photo photo = middling_photo(items[i], 300 + i);
-        Result by_all = all.pipeline().recognize(request_for(photo.jpeg));
-        Result by_one = one.pipeline().recognize(request_for(photo.jpeg));
-        ASSERT_FALSE(by_all.error.has_value()) << by_all.error->message;
-        ASSERT_FALSE(by_one.error.has_value()) << by_one.error->message;
+    for (const auto& [by_all, by_one] : results) {
         EXPECT_LE(by_one.matches.size(), by_all.matches.size());
         if (by_all.matches.size() == 2 && by_one.matches.size() == 1) ++both;
     }
@@ -525,13 +533,11 @@ TEST(Rectify, SecondLooksStopAtTheFirstMatchUnlessAskedToGoOn) {
     ASSERT_TRUE(every.pipeline().settings().verify.rectify_after_match);
     const auto items = gallery_part();
     const double until_before = rectifications(until), every_before = rectifications(every);
+    std::vector<std::array<Result, 2>> results;
+    ASSERT_NO_FATAL_FAILURE(middling_results(until, every, results));
     int one_instead_of_two = 0;
     for (std::size_t i = 0; i < items.size(); ++i) {
-        synth::Photo photo = middling_photo(items[i], 300 + i);
-        Result by_until = until.pipeline().recognize(request_for(photo.jpeg));
-        Result by_every = every.pipeline().recognize(request_for(photo.jpeg));
-        ASSERT_FALSE(by_until.error.has_value()) << by_until.error->message;
-        ASSERT_FALSE(by_every.error.has_value()) << by_every.error->message;
+        const auto& [by_until, by_every] = results[i];
         const std::string name = items[i].stem().string();
         for (const Match& m : by_until.matches)
             EXPECT_THAT(m.id, AnyOf(name, "copy-" + name)) << "a wrong item";
@@ -563,14 +569,12 @@ TEST(Rectify, LooksAgainThroughTheIndexWhenNoDescriptorsAreKept) {
         host_for("scale-vocab-surf.yaml", {vocab, "pipelines.surf.verify.rectify_min_inliers=0"});
     ASSERT_FALSE(on.pipeline().settings().verify.rematch);
     const auto items = gallery_part();
+    // Measured 6 of 20 with the first look alone, 12 with the second.
+    std::vector<std::array<Result, 2>> results;
+    ASSERT_NO_FATAL_FAILURE(middling_results(off, on, results));
     int first_look = 0, second_look = 0;
     for (std::size_t i = 0; i < items.size(); ++i) {
-        // Measured 6 of 20 with the first look alone, 12 with the second.
-        synth::Photo photo = middling_photo(items[i], 300 + i);
-        Result without = off.pipeline().recognize(request_for(photo.jpeg));
-        Result with = on.pipeline().recognize(request_for(photo.jpeg));
-        ASSERT_FALSE(without.error.has_value()) << without.error->message;
-        ASSERT_FALSE(with.error.has_value()) << with.error->message;
+        const auto& [without, with] = results[i];
         for (const Result* r : {&without, &with}) {
             if (!r->matches.empty()) {
                 EXPECT_EQ(r->matches.front().id, items[i].stem().string()) << "a wrong item";

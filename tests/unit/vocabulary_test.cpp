@@ -52,6 +52,14 @@ Vocabulary::TrainParams small() {
     return p;
 }
 
+// One level of 16 words under the root: each of clustered()'s 16 centres can have a word.
+Vocabulary::TrainParams one_level() {
+    auto p = small();
+    p.branching = 16;
+    p.depth = 1;
+    return p;
+}
+
 class VocabularyTypes : public ::testing::TestWithParam<int> {};
 
 TEST_P(VocabularyTypes, NoisyCopiesOfOneCentreLandInOneWord) {
@@ -59,10 +67,7 @@ TEST_P(VocabularyTypes, NoisyCopiesOfOneCentreLandInOneWord) {
     auto images = clustered(GetParam(), 16, 200, 10, centres);
     // One level of 16: each centre's copies should form one cluster. (Deeper, the tree would go on
     // splitting one centre's copies by their noise.)
-    auto flat = small();
-    flat.branching = 16;
-    flat.depth = 1;
-    auto v = Vocabulary::train(images, flat, "test:v1");
+    auto v = Vocabulary::train(images, one_level(), "test:v1");
     EXPECT_LE(v.words(), 16u);
     // Two levels of 4: still at most 16 words, most centres apart.
     auto two = small();
@@ -105,10 +110,7 @@ TEST_P(VocabularyTypes, NoisyCopiesOfOneCentreLandInOneWord) {
 TEST_P(VocabularyTypes, NeighbourWordsOnlyWithinTheDistanceRatio) {
     cv::Mat centres;
     auto images = clustered(GetParam(), 16, 200, 10, centres);
-    auto flat = small();
-    flat.branching = 16;
-    flat.depth = 1;
-    const auto v = Vocabulary::train(images, flat, "test:v1");
+    const auto v = Vocabulary::train(images, one_level(), "test:v1");
     cv::Mat rows = images[0].rowRange(0, 100).clone();
     cv::Mat mixed(centres.rows - 1, centres.cols, centres.type());
     const int half = centres.cols / 2;

@@ -160,26 +160,22 @@ public:
     // inside its cell then costs one lookup. Appends to out.
     void quantize_near(const std::uint8_t* row, int n, std::vector<std::uint32_t>& out,
                        double max_ratio = 0) const {
-        std::uint32_t node = 0, parent = 0;
-        while (nodes_[node].children > 0) {
-            parent = node;
-            node = nearest_child(node, row);
-        }
+        std::uint32_t node = 0;
+        // The last level's children with their distances: the neighbours are among them.
+        std::vector<std::pair<double, std::uint32_t>> near;
+        while (nodes_[node].children > 0) node = nearest_child(node, row, n > 1 ? &near : nullptr);
         out.push_back(static_cast<std::uint32_t>(nodes_[node].word));
         if (n <= 1 || node == 0) return;
         // distance() is squared for float descriptors, so is the bound.
         double bound = std::numeric_limits<double>::max();
-        if (max_ratio > 0)
-            bound = distance(row, centers_.ptr(static_cast<int>(node))) * max_ratio *
-                    (type_ == CV_32F ? max_ratio : 1);
-        const Node& p = nodes_[parent];
-        std::vector<std::pair<double, std::uint32_t>> near;
-        for (int c = 0; c < p.children; ++c) {
-            const auto i = static_cast<std::uint32_t>(p.first_child + c);
-            if (i == node || nodes_[i].children > 0) continue;
-            if (const double d = distance(row, centers_.ptr(static_cast<int>(i))); d <= bound)
-                near.push_back({d, i});
+        if (max_ratio > 0) {
+            const auto own = std::find_if(near.begin(), near.end(),
+                                          [&](const auto& c) { return c.second == node; });
+            bound = own->first * max_ratio * (type_ == CV_32F ? max_ratio : 1);
         }
+        std::erase_if(near, [&](const auto& c) {
+            return c.second == node || nodes_[c.second].children > 0 || c.first > bound;
+        });
         const std::size_t extra = std::min(near.size(), static_cast<std::size_t>(n - 1));
         std::partial_sort(near.begin(), near.begin() + static_cast<std::ptrdiff_t>(extra), near.end());
         for (std::size_t k = 0; k < extra; ++k) out.push_back(static_cast<std::uint32_t>(nodes_[near[k].second].word));
@@ -471,13 +467,18 @@ private:
                                    reinterpret_cast<const float*>(b), cols_);
     }
 
-    std::uint32_t nearest_child(std::uint32_t n, const std::uint8_t* row) const {
+    // all: when given, every child with its distance, in child order.
+    std::uint32_t nearest_child(
+        std::uint32_t n, const std::uint8_t* row,
+        std::vector<std::pair<double, std::uint32_t>>* all = nullptr) const {
         const Node& node = nodes_[n];
         std::uint32_t best = static_cast<std::uint32_t>(node.first_child);
         double bd = std::numeric_limits<double>::max();
+        if (all) all->clear();
         for (int c = 0; c < node.children; ++c) {
             const auto i = static_cast<std::uint32_t>(node.first_child + c);
             const double d = distance(row, centers_.ptr(static_cast<int>(i)));
+            if (all) all->push_back({d, i});
             if (d < bd) {
                 bd = d;
                 best = i;

@@ -169,8 +169,10 @@ private:
     };
     FirstLook first_look(const Candidate& c, const Features& query, const cv::Mat& work,
                          double to_original, bool may_rectify) const;
-    std::optional<Match> finish_look(FirstLook& look, const cv::Mat& work,
+    // A weak first look's second look (second_look), and if that fits, accept's checks.
+    std::optional<Match> finish_look(const FirstLook& look, const cv::Mat& work,
                                      double to_original) const;
+    void log_rejection(const Candidate& c, const char* why) const;  // debug: why a candidate failed
     // The checks every accepted fit passes (plausible outline, inliers spread over the item).
     std::optional<Match> accept(const Candidate& c, const ItemInfo& info, const HomographyFit& fit,
                                 const cv::Mat& work, double to_original) const;
