@@ -738,13 +738,36 @@ private:
                                                             std::vector<Hit>& hits) const {
         scan_word_impl(qs, k, n_items, hits);
     }
-    // One word's list against the k lookups of it, in batches of up to kBatch: each posting is read
-    // once per batch. The list is in item order, so one item's postings are adjacent: per lookup
-    // the closest of them is kept. Most postings fail the signature test, so that is the only
-    // branch on the common path.
+    // The positions in [from, to) whose signature is within t bits of sig, into out (room for
+    // to - from): a load, a popcount and a rarely taken branch per signature. prefetch: the
+    // signatures come from memory, not from cache; a search reads thousands of short lists, each
+    // a fresh start for the hardware prefetcher, and asking for 1 KB ahead took the scan at
+    // 100,000 items from 24.5 to 22 ms (median of 40 queries).
+    __attribute__((always_inline)) static std::size_t near_signatures(
+        const std::uint64_t* sigs, std::size_t from, std::size_t to, std::uint64_t sig, int t,
+        std::uint32_t* out, bool prefetch) {
+        std::size_t found = 0;
+        std::size_t i = from;
+        if (prefetch)
+            for (; i + 8 <= to; i += 8) {
+                __builtin_prefetch(sigs + i + 128);
+                for (std::size_t e = i; e < i + 8; ++e)
+                    if (__builtin_popcountll(sigs[e] ^ sig) <= t)
+                        out[found++] = static_cast<std::uint32_t>(e);
+            }
+        for (; i < to; ++i)
+            if (__builtin_popcountll(sigs[i] ^ sig) <= t)
+                out[found++] = static_cast<std::uint32_t>(i);
+        return found;
+    }
+
+    // One word's list against the k lookups of it. The list is in item order, so one item's
+    // postings are adjacent: per lookup the closest of them is kept. The list is taken a chunk at a
+    // time (16 KB of signatures, read from memory once and by the other lookups from L1), every
+    // lookup running over the chunk on its own.
     __attribute__((always_inline)) void scan_word_impl(const Lookup* qs, std::size_t k, std::size_t n_items,
                                                        std::vector<Hit>& hits) const {
-        constexpr std::size_t kBatch = 16;
+        constexpr std::size_t kChunk = 2048;
         const std::uint32_t w = qs[0].word;
         std::shared_lock lock(stripes_[w % kStripes]);
         const auto& list = lists_[w];
@@ -758,49 +781,38 @@ private:
             int h = 0;
             std::size_t at = 0;
         };
-        std::array<Run, kBatch> runs{};
-        std::array<std::uint64_t, kBatch> q{};
-        for (std::size_t from = 0; from < k; from += kBatch) {
-            const std::size_t m = std::min(kBatch, k - from);
-            for (std::size_t j = 0; j < m; ++j) {
-                runs[j] = Run{};
-                q[j] = qs[from + j].sig;
-            }
-            const auto emit = [&](std::size_t j) {
-                const Run& run = runs[j];
-                if (run.item == UINT32_MAX || run.item >= n_items) return;
-                const Where& at = where[run.at];
-                hits.push_back({run.item, qs[from + j].row, at.x4, at.y4, static_cast<std::uint8_t>(run.h),
-                                list.geo[run.at],
-                                static_cast<float>(idf2_[w] * he_weight_[static_cast<std::size_t>(run.h)])});
-            };
-            const auto pass = [&](std::size_t j, std::size_t i, int h) {
-                Run& run = runs[j];
-                if (where[i].item != run.item) {
-                    emit(j);
-                    run = Run{where[i].item, h, i};
-                } else if (h < run.h) {
-                    run.h = h;
-                    run.at = i;
-                }
-            };
-            if (m == 1) {
-                const std::uint64_t sig = q[0];
-                for (std::size_t i = 0; i < n; ++i) {
+        std::vector<Run> runs(k);
+        std::array<std::uint32_t, kChunk> near;
+        const auto emit = [&](std::size_t j) {
+            const Run& run = runs[j];
+            if (run.item == UINT32_MAX || run.item >= n_items) return;
+            const Where& at = where[run.at];
+            hits.push_back(
+                {run.item, qs[j].row, at.x4, at.y4, static_cast<std::uint8_t>(run.h),
+                 list.geo[run.at],
+                 static_cast<float>(idf2_[w] * he_weight_[static_cast<std::size_t>(run.h)])});
+        };
+        for (std::size_t from = 0; from < n; from += kChunk) {
+            const std::size_t to = std::min(n, from + kChunk);
+            for (std::size_t j = 0; j < k; ++j) {
+                const std::uint64_t sig = qs[j].sig;
+                const std::size_t found =
+                    near_signatures(sigs, from, to, sig, t, near.data(), j == 0);
+                for (std::size_t f = 0; f < found; ++f) {
+                    const std::size_t i = near[f];
                     const int h = __builtin_popcountll(sigs[i] ^ sig);
-                    if (h <= t) pass(0, i, h);
-                }
-            } else {
-                for (std::size_t i = 0; i < n; ++i) {
-                    const std::uint64_t s = sigs[i];
-                    for (std::size_t j = 0; j < m; ++j) {
-                        const int h = __builtin_popcountll(s ^ q[j]);
-                        if (h <= t) pass(j, i, h);
+                    Run& run = runs[j];
+                    if (where[i].item != run.item) {
+                        emit(j);
+                        run = Run{where[i].item, h, i};
+                    } else if (h < run.h) {
+                        run.h = h;
+                        run.at = i;
                     }
                 }
             }
-            for (std::size_t j = 0; j < m; ++j) emit(j);
         }
+        for (std::size_t j = 0; j < k; ++j) emit(j);
     }
 
     // Per item, the sum over query features of its best hit's weight: a feature counts once per

@@ -884,7 +884,54 @@ TEST_F(IndexVocab, ChunkedScanAnswersAsOneThreadDoes) {
     }
 }
 
-// A word's list is read once for every query feature that looks it up, in batches of 16: a query
+// A word's list is scanned a chunk of 2,048 postings at a time. An item's answer depends on its own
+// postings alone, so in a list of 30 items' postings, 3,000 in all (one descriptor with noise,
+// one word), each item is answered as in an index that holds only it: item 20's postings straddle
+// the first chunk's end, and 40 query features look the word up at once.
+TEST_F(IndexVocab, ListsLongerThanAChunkAnswerAsShortOnes) {
+    const Features base = random_item(CV_32F, 1, 4444);
+    const auto copies = [&](int rows, std::uint64_t seed) {
+        Features f;
+        cv::RNG rng(seed);
+        for (int r = 0; r < rows; ++r) {
+            Features one = noisy_query(base, seed * 1000 + static_cast<std::uint64_t>(r));
+            f.descriptors.push_back(one.descriptors);
+            f.keypoints.emplace_back(cv::Point2f(rng.uniform(0.f, 400.f), rng.uniform(0.f, 300.f)),
+                                     10.f, rng.uniform(0.f, 360.f));
+        }
+        return f;
+    };
+    const std::string yaml = "{type: vocab, vocabulary: test.voc, hamming_threshold: 64}";
+    auto all = make(yaml);
+    std::vector<Features> items;
+    for (int i = 0; i < 30; ++i) {
+        items.push_back(copies(100, 50 + static_cast<std::uint64_t>(i)));
+        all->add(item_id(i), items.back());
+    }
+    const Features query = copies(40, 7);
+    const auto together = all->search(query, 30);
+    ASSERT_EQ(together.size(), 30u);
+    for (const int i : {0, 19, 20, 21, 29}) {
+        auto alone = make(yaml);
+        alone->add(item_id(i), items[static_cast<std::size_t>(i)]);
+        const auto own = alone->search(query, 1);
+        ASSERT_EQ(own.size(), 1u);
+        const auto it = std::find_if(together.begin(), together.end(),
+                                     [&](const auto& c) { return c.id == item_id(i); });
+        ASSERT_NE(it, together.end()) << item_id(i);
+        EXPECT_EQ(it->score, own[0].score) << item_id(i);
+        ASSERT_EQ(it->correspondences.size(), own[0].correspondences.size()) << item_id(i);
+        EXPECT_GE(own[0].correspondences.size(), 10u) << item_id(i);
+        for (std::size_t k = 0; k < own[0].correspondences.size(); ++k) {
+            EXPECT_EQ(it->correspondences[k].query, own[0].correspondences[k].query)
+                << item_id(i) << " " << k;
+            EXPECT_EQ(it->correspondences[k].gallery, own[0].correspondences[k].gallery)
+                << item_id(i) << " " << k;
+        }
+    }
+}
+
+// A word's list is read once for every query feature that looks it up: a query
 // whose every feature appears 40 times (each word looked up by dozens of features at once) finds
 // what the query itself finds, with the same correspondences, and a score 40 times smaller: a
 // gallery keypoint counts once, so the agreeing weight stays, and the query's norm is 40 times
