@@ -4,19 +4,19 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
-#include <nlohmann/json.hpp>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
-#include <sightline/synth/synth.hpp>
-
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <opencv2/core/utility.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <random>
+#include <sightline/synth/synth.hpp>
 #include <sstream>
 
-#include "sightline/host/host.hpp"
 #include "photos.hpp"
+#include "sightline/host/host.hpp"
 #include "test_support.hpp"
 
 using namespace sightline;
@@ -427,6 +427,54 @@ TEST(Cli, IngestThenQueryPrintsTheRightId) {
 synth::Photo middling_photo(const fs::path& item, std::uint64_t seed) {
     return render_photo(item, seed, {.scale = 0.4, .rotation_deg = 20, .tilt_x = 0.2},
                         {.blur_sigma = 1.5, .noise_sigma = 5, .jpeg_quality = 60, .contrast = 0.7});
+}
+
+// features-surf computes its first octave's box filters eight columns at a time where the CPU has
+// AVX2 (the package's baseline stops at 128-bit SIMD), and must give the same features to the bit
+// either way: gallery records made on one machine are searched with queries made on another.
+// OPENCV_CPU_DISABLE=AVX2 turns that path off (as it does OpenCV's own).
+TEST(Cli, SurfFeaturesAreTheSameWithAndWithoutAvx2) {
+    if (!cv::checkHardwareSupport(CV_CPU_AVX2))
+        GTEST_SKIP() << "this CPU has no AVX2: one path only";
+    TempDir dir("sightline-cli-avx2");
+    const fs::path images = dir / "images";
+    fs::create_directories(images);
+    const auto all = gallery_part();
+    for (std::size_t i = 0; i < 3; ++i) fs::copy_file(all[i], images / all[i].filename());
+    const auto features_of = [&](const std::string& name, const std::string& env) {
+        const fs::path cfg = dir / (name + ".yaml");
+        write_text(cfg,
+                   "plugins: { paths: [" + yq(plugin_dir()) +
+                       "] }\n"
+                       "storages:\n  gallery: { type: local, root: " +
+                       yq(dir / name) +
+                       " }\n"
+                       "gallery: { storage: gallery }\n"
+                       "pipelines:\n"
+                       "  surf:\n"
+                       "    features: { type: surf, hessian_threshold: 5, max_features: 3000 }\n"
+                       "    index: { type: bruteforce }\n"
+                       "logging: { level: warn }\n");
+        const RunResult r =
+            run(env + " " + sh_quote(SIGHTLINE_CLI) + " --config " + sh_quote(cfg.string()) +
+                " ingest " + sh_quote(images.string()) + " 2>&1");
+        EXPECT_EQ(r.status, 0) << r.out;
+        std::map<std::string, std::string> records;
+        if (fs::exists(dir / name / "features"))
+            for (const auto& e : fs::recursive_directory_iterator(dir / name / "features"))
+                if (e.path().extension() == ".rec")
+                    records[e.path().filename().string()] = read_text(e.path());
+        return records;
+    };
+    const auto wide = features_of("avx2", "");
+    const auto narrow = features_of("sse", "OPENCV_CPU_DISABLE=AVX2");
+    ASSERT_EQ(wide.size(), 3u);
+    ASSERT_EQ(narrow.size(), 3u);
+    for (const auto& [name, bytes] : wide) {
+        ASSERT_TRUE(narrow.count(name)) << name;
+        EXPECT_GT(bytes.size(), 100u * 64u * sizeof(float)) << name;  // a hundred features at least
+        EXPECT_TRUE(bytes == narrow.at(name)) << name << " differs with and without AVX2";
+    }
 }
 
 TEST(Rectify, FindsHardPhotosTheFirstLookMisses) {
