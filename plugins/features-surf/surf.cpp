@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <numbers>
 #include <opencv2/core/hal/intrin.hpp>
 #include <opencv2/core/utility.hpp>
@@ -214,8 +215,10 @@ struct Layer {
     int size = 0;  // filter side L
     int step = 1;  // sampling step in pixels
     int rows = 0, cols = 0;
-    std::vector<float> det;  // 0 where the filter does not fit
-    std::vector<signed char> trace_sign;
+    // rows x cols, 0 where the filter does not fit. Not initialised on allocation: compute_layer
+    // writes every entry, row by row on all cores, so the pages are first touched in parallel.
+    std::unique_ptr<float[]> det;
+    std::unique_ptr<signed char[]> trace_sign;
 
     float at(int r, int c) const {
         return det[static_cast<std::size_t>(r) * static_cast<std::size_t>(cols) +
@@ -293,9 +296,11 @@ __attribute__((target("avx2"))) int filter_row_avx2(const FilterRows& f, int c, 
 void compute_layer(const WrappingIntegral& ii, int W, int H, Layer& layer) {
     const int L = layer.size, half = (L - 1) / 2, l = L / 3, m = (l - 1) / 2;
     const int step = layer.step;
-    layer.det.assign(static_cast<std::size_t>(layer.rows) * static_cast<std::size_t>(layer.cols),
-                     0.f);
-    layer.trace_sign.assign(layer.det.size(), 0);
+    const std::size_t cols = static_cast<std::size_t>(layer.cols);
+    layer.det =
+        std::make_unique_for_overwrite<float[]>(static_cast<std::size_t>(layer.rows) * cols);
+    layer.trace_sign =
+        std::make_unique_for_overwrite<signed char[]>(static_cast<std::size_t>(layer.rows) * cols);
     const double inv_area = 1.0 / (static_cast<double>(L) * L);
 #if defined(__x86_64__) || defined(__i386__)
     // OpenCV's view of the CPU: OPENCV_CPU_DISABLE=AVX2 turns this path off as it does OpenCV's
@@ -307,7 +312,17 @@ void compute_layer(const WrappingIntegral& ii, int W, int H, Layer& layer) {
     cv::parallel_for_(cv::Range(0, layer.rows), [&](const cv::Range& range) {
         for (int r = range.start; r < range.end; ++r) {
             const int y = r * step;
-            if (y - half < 0 || y + half >= H) continue;
+            float* det = layer.det.get() + static_cast<std::size_t>(r) * cols;
+            signed char* sign = layer.trace_sign.get() + static_cast<std::size_t>(r) * cols;
+            if (y - half < 0 || y + half >= H || c1 < c0) {
+                std::fill_n(det, cols, 0.f);
+                std::fill_n(sign, cols, 0);
+                continue;
+            }
+            std::fill_n(det, c0, 0.f);
+            std::fill_n(sign, c0, 0);
+            std::fill(det + c1 + 1, det + cols, 0.f);
+            std::fill(sign + c1 + 1, sign + cols, 0);
             // The integral image rows each lobe starts and ends on (a box [x0, x1) x [y0, y1)
             // sums to I(y1, x1) - I(y0, x1) - I(y1, x0) + I(y0, x0)).
             const std::uint32_t *xx0 = ii.row(y - l + 1), *xx1 = ii.row(y + l);        // Dxx band
@@ -315,10 +330,6 @@ void compute_layer(const WrappingIntegral& ii, int W, int H, Layer& layer) {
             const std::uint32_t *ym0 = ii.row(y - m), *ym1 = ii.row(y + m + 1);        // Dyy middle
             const std::uint32_t *xy0 = ii.row(y - l), *xy1 = ii.row(y), *xy2 = ii.row(y + 1),
                                 *xy3 = ii.row(y + 1 + l);  // Dxy quadrants
-            float* det = layer.det.data() +
-                         static_cast<std::size_t>(r) * static_cast<std::size_t>(layer.cols);
-            signed char* sign = layer.trace_sign.data() +
-                                static_cast<std::size_t>(r) * static_cast<std::size_t>(layer.cols);
             int c = c0;
 #if defined(__x86_64__) || defined(__i386__)
             if (step == 1 && avx2)
@@ -494,8 +505,8 @@ void find_maxima(const std::vector<Layer>& layers, int octave, double threshold,
                     // Most samples are below the threshold or below a neighbour in their row: four
                     // at a time are ruled out on those before the full test. The float threshold
                     // is rounded down, so no sample the test would take is ruled out.
-                    const float* row = mid.det.data() + static_cast<std::size_t>(r) *
-                                                            static_cast<std::size_t>(mid.cols);
+                    const float* row = mid.det.get() + static_cast<std::size_t>(r) *
+                                                           static_cast<std::size_t>(mid.cols);
                     for (; c + 3 <= hi_c; c += 4) {
                         const cv::v_float32x4 v = cv::v_load(row + c);
                         const cv::v_float32x4 candidates = (v > floor_threshold) &
