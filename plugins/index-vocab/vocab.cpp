@@ -696,7 +696,7 @@ private:
     };
 
     // The hits of every lookup (sorted by word): per lookup and item, its closest posting within
-    // the signature threshold. The words are cut into ranges of about equal postings, a few per
+    // the signature threshold. The words are cut into ranges of about equal cost, a few per
     // thread, scanned in parallel; the hits come out in word order whatever the cut.
     std::vector<Hit> scan_words(const std::vector<Lookup>& lookups, int threads, std::size_t n_items) const {
         std::vector<std::size_t> group;  // where each word's lookups start, and the end
