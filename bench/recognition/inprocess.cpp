@@ -85,6 +85,7 @@ public:
 
     Outcome recognize(const QueryCase& q, std::size_t client) override {
         Request req;
+        req.id = q.name;  // the debug log then names the query file, as --mistakes does
         req.image = q.image;
         req.content_type = q.content_type;
         req.client_fields["client_id"] = "bench-" + std::to_string(client);
