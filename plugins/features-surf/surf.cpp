@@ -232,11 +232,7 @@ struct FilterRows {
 };
 
 #if defined(__x86_64__) || defined(__i386__)
-// compute_layer's step-1 row (the first octave, most of the box filters' work) eight columns at a
-// time where the CPU has AVX2; the package is built for the x86-64 baseline, which stops at 128-bit
-// SIMD. The same exact integer sums, then the same double operations in the same order as the
-// 4-wide path (no fused multiply-adds), so the output is the same to the bit. Returns the first
-// column not done.
+// Eight box sums (columns x .. x + 7 of the row pair's box [x0, x1)), exact modulo 2^32.
 __attribute__((target("avx2"))) inline __m256i box8(const std::uint32_t* top,
                                                     const std::uint32_t* bottom, int x0, int x1) {
     const auto at = [](const std::uint32_t* p, int x) {
@@ -248,6 +244,7 @@ __attribute__((target("avx2"))) inline __m256i box8(const std::uint32_t* top,
                             _mm256_loadu_si256(at(top, x0)));
 }
 
+// det(H) of four columns from their integer Dxx, Dyy, Dxy, as the 4-wide path computes it.
 __attribute__((target("avx2"))) inline __m128 det4(__m128i xx, __m128i yy, __m128i xy,
                                                    __m256d scale) {
     const __m256d nxx = _mm256_mul_pd(_mm256_cvtepi32_pd(xx), scale),
@@ -257,6 +254,11 @@ __attribute__((target("avx2"))) inline __m128 det4(__m128i xx, __m128i yy, __m12
         _mm256_mul_pd(nxx, nyy), _mm256_mul_pd(_mm256_mul_pd(_mm256_set1_pd(0.81), nxy), nxy)));
 }
 
+// compute_layer's step-1 row (the first octave, most of the box filters' work) eight columns at a
+// time where the CPU has AVX2; the package is built for the x86-64 baseline, which stops at 128-bit
+// SIMD. The same exact integer sums, then the same double operations in the same order as the
+// 4-wide path (no fused multiply-adds), so the output is the same to the bit. Returns the first
+// column not done.
 __attribute__((target("avx2"))) int filter_row_avx2(const FilterRows& f, int c, int c_end, int half,
                                                     int l, int m, double inv_area, float* det,
                                                     signed char* sign) {

@@ -487,9 +487,8 @@ public:
             std::vector<float> norm_of(n_items, 0.0f);
             for (std::size_t i = 0; i < ranked.size(); ++i) norm_of[ranked[i].second] = norms[i];
             const std::size_t m = std::min(std::max(rerank_, k), ranked.size());
-            // The best m of some 60,000 touched items at 100,000: selected, then sorted (a heap of
-            // 3,000 through all of them took twice as long); `better` is a total order, so the
-            // same items in the same order either way.
+            // The best m of some 60,000 touched items at 100,000: selected, then only those sorted;
+            // `better` is a total order, so the same items in the same order as a partial sort.
             std::nth_element(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(m),
                              ranked.end(), better);
             ranked.resize(m);

@@ -163,9 +163,8 @@ public:
         std::uint32_t node = 0;
         // The last level's children with their distances: the neighbours are among them.
         std::vector<std::pair<double, std::uint32_t>> near;
-        if (n > 1)
-            near.reserve(
-                static_cast<std::size_t>(branching_));  // one allocation, not one per doubling
+        // One allocation per call, not one per doubling.
+        if (n > 1) near.reserve(static_cast<std::size_t>(branching_));
         while (nodes_[node].children > 0) node = nearest_child(node, row, n > 1 ? &near : nullptr);
         out.push_back(static_cast<std::uint32_t>(nodes_[node].word));
         if (n <= 1 || node == 0) return;
