@@ -48,21 +48,6 @@ double add_all(host::Pipeline& pipeline, Slot& slot) {
     return seconds;
 }
 
-// A record from the features cache, when it holds one for this id made under this signature.
-std::optional<host::FeatureRecord> cached(const fs::path& dir, const std::string& id, const std::string& signature) {
-    if (dir.empty()) return std::nullopt;
-    const fs::path file = dir / (id + ".slfr");
-    std::error_code ec;
-    if (!fs::exists(file, ec)) return std::nullopt;
-    try {
-        host::FeatureRecord r = host::decode_record(read_file(file, std::size_t{1} << 30), file.string());
-        if (r.signature == signature && r.item_id == id) return r;
-    } catch (const std::exception&) {
-        // A damaged entry is made again below.
-    }
-    return std::nullopt;
-}
-
 void remember(const fs::path& dir, const host::FeatureRecord& r) {
     if (dir.empty()) return;
     const fs::path file = dir / (r.item_id + ".slfr");
@@ -82,7 +67,7 @@ void run_task(const host::Pipeline& pipeline, const Plan& plan, const Task& task
     if (task.true_item >= 0) {
         const TrueItem& t = plan.true_items[static_cast<std::size_t>(task.true_item)];
         try {
-            if (auto r = cached(cache, t.id, signature)) {
+            if (auto r = read_record(cache, t.id, signature)) {
                 slot.records.emplace_back(std::move(*r), t.metadata);
                 return;
             }
@@ -100,7 +85,7 @@ void run_task(const host::Pipeline& pipeline, const Plan& plan, const Task& task
     for (std::size_t i : task.items) {
         const std::string id = plan.distractor_id(i);
         if (save_dir.empty())
-            if (auto r = cached(cache, id, signature)) {
+            if (auto r = read_record(cache, id, signature)) {
                 slot.records.emplace_back(std::move(*r), "{}");
                 continue;
             }
@@ -133,10 +118,24 @@ void run_task(const host::Pipeline& pipeline, const Plan& plan, const Task& task
 
 }  // namespace
 
-BuildStats build_increment(host::Pipeline& pipeline, const Plan& plan, bool add_true, std::size_t from,
-                           std::size_t to, std::size_t threads, bool parallel_add, const fs::path& save_dir,
-                           const fs::path& features_cache) {
-    if (!save_dir.empty()) fs::create_directories(save_dir);
+std::optional<host::FeatureRecord> read_record(const fs::path& dir, const std::string& id,
+                                               const std::string& signature) {
+    if (dir.empty()) return std::nullopt;
+    const fs::path file = dir / (id + ".slfr");
+    std::error_code ec;
+    if (!fs::exists(file, ec)) return std::nullopt;
+    try {
+        host::FeatureRecord r =
+            host::decode_record(read_file(file, std::size_t{1} << 30), file.string());
+        if (r.signature == signature && r.item_id == id) return r;
+    } catch (const std::exception&) {
+        // A damaged entry counts as none: the build makes it again.
+    }
+    return std::nullopt;
+}
+
+fs::path records_dir(const host::Pipeline& pipeline, const Plan& plan,
+                     const fs::path& features_cache) {
     // One subdirectory per extractor signature, gallery size, seed and image set: an id names the
     // same image only under all four, so records made by other settings are never mixed in.
     fs::path cache;
@@ -152,6 +151,13 @@ BuildStats build_increment(host::Pipeline& pipeline, const Plan& plan, bool add_
         fs::create_directories(cache);
         std::ofstream(cache / "KEY") << key << "\n";
     }
+    return cache;
+}
+
+BuildStats build_increment(host::Pipeline& pipeline, const Plan& plan, bool add_true,
+                           std::size_t from, std::size_t to, std::size_t threads, bool parallel_add,
+                           const fs::path& save_dir, const fs::path& cache) {
+    if (!save_dir.empty()) fs::create_directories(save_dir);
     BuildStats st;
     std::vector<Task> tasks;
     if (add_true)

@@ -142,9 +142,10 @@ std::uintmax_t tree_bytes(const fs::path& dir) {
 // Saves the index to a file, loads it into a fresh Host's pipeline and re-runs a few queries on it.
 template <class P>
 nlohmann::json snapshot(P& pipeline, host::Host& h, const host::LoadedConfig& config,
-                        const std::vector<fs::path>& plugins, const fs::path& file, const fs::path& gallery_root,
-                        const std::vector<QueryCase>& queries, const std::vector<Outcome>& outcomes,
-                        std::size_t checks) {
+                        const std::vector<fs::path>& plugins, const fs::path& file,
+                        const fs::path& gallery_root, const std::vector<QueryCase>& queries,
+                        const std::vector<Outcome>& outcomes, std::size_t checks,
+                        const host::Pipeline::ReferenceReader& records) {
     nlohmann::json s;
     if constexpr (IndexSnapshots<P> || GallerySnapshots<P>) {
         try {
@@ -174,6 +175,8 @@ nlohmann::json snapshot(P& pipeline, host::Host& h, const host::LoadedConfig& co
             s["fresh_host_seconds"] = round_to(seconds_since(t), 3);
             bar.tick();
             P& loaded = fresh.pipeline();
+            if (records)
+                loaded.set_reference_reader(records);  // the records are not in its storage
             t = Clock::now();
             if constexpr (IndexSnapshots<P>) {
                 std::ifstream in(file, std::ios::binary);
@@ -207,8 +210,8 @@ nlohmann::json snapshot(P& pipeline, host::Host& h, const host::LoadedConfig& co
         std::error_code ec;
         fs::remove(file, ec);
     } else {
-        (void)pipeline, (void)h, (void)config, (void)plugins, (void)file, (void)gallery_root, (void)queries,
-            (void)outcomes, (void)checks;
+        (void)pipeline, (void)h, (void)config, (void)plugins, (void)file, (void)gallery_root,
+            (void)queries, (void)outcomes, (void)checks, (void)records;
         s = nullptr;
     }
     return s;
@@ -395,6 +398,18 @@ int run(const ScaleOptions& o) {
     report["rss_baseline_mib"] = mib(baseline);
     const bool peak_resets = reset_peak_rss();
 
+    // Where the records go: the features cache, else, when verification confirms against them,
+    // the temporary directory (a served gallery keeps them in its storage).
+    fs::path records = records_dir(pipeline, plan, o.features_cache);
+    if (records.empty() && pipeline.settings().verify.confirm)
+        fs::create_directories(records = temp / "records");
+    host::Pipeline::ReferenceReader reader;
+    if (!records.empty())
+        pipeline.set_reference_reader(
+            reader = [records, signature = pipeline.signature()](const std::string& id) {
+                return read_record(records, id, signature);
+            });
+
     std::size_t built = 0;  // distractors in the index
     double build_total = 0;
     std::vector<Outcome> last;
@@ -403,8 +418,8 @@ int run(const ScaleOptions& o) {
     for (std::size_t si = 0; si < o.sizes.size() && !g_stop.load(); ++si) {
         const std::size_t size = o.sizes[si];
         const std::size_t to = size - o.true_items;
-        BuildStats b = build_increment(pipeline, plan, si == 0, built, to, o.threads, o.parallel_add,
-                                       o.save_gallery_dir, o.features_cache);
+        BuildStats b = build_increment(pipeline, plan, si == 0, built, to, o.threads,
+                                       o.parallel_add, o.save_gallery_dir, records);
         build_total += b.seconds;
         if (b.interrupted) break;
         for (const auto& f : b.failures) note("  not indexed: " + f);
@@ -446,8 +461,9 @@ int run(const ScaleOptions& o) {
                 : nlohmann::json(nullptr);
         last_rss = rss;
         if (o.snapshot && !g_stop.load()) {
-            s["snapshot"] = snapshot(pipeline, *h, config, plugins, temp / "index.snapshot", temp / "gallery", queries,
-                                     outcomes, o.snapshot_checks);
+            s["snapshot"] =
+                snapshot(pipeline, *h, config, plugins, temp / "index.snapshot", temp / "gallery",
+                         queries, outcomes, o.snapshot_checks, reader);
             if (s["snapshot"].is_object() && s["snapshot"].contains("error"))
                 note("snapshot failed: " + s["snapshot"]["error"].get<std::string>());
             else if (s["snapshot"].is_object() && !s["snapshot"].value("ok", true))

@@ -9,10 +9,12 @@
 
 #include <atomic>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "bench_common.hpp"
+#include "sightline/host/feature_record.hpp"
 
 namespace sightline::host {
 class Pipeline;
@@ -129,13 +131,21 @@ struct BuildStats {
     bool interrupted = false;
 };
 
+// The directory of `features_cache` that keeps this pipeline's and plan's records (created).
+fs::path records_dir(const host::Pipeline& pipeline, const Plan& plan,
+                     const fs::path& features_cache);
+// The record of `id` made under `signature` in such a directory, if it holds a sound one.
+std::optional<host::FeatureRecord> read_record(const fs::path& dir, const std::string& id,
+                                               const std::string& signature);
+
 // Adds distractors [from, to) (and the true items first when add_true) to the pipeline: the images
 // are made and their features extracted on `threads` threads; the records are added in plan order
 // from the calling thread, or by the workers themselves when parallel_add. `save_dir` (optional)
-// receives every distractor image as <id>.png.
-BuildStats build_increment(host::Pipeline& pipeline, const Plan& plan, bool add_true, std::size_t from,
-                           std::size_t to, std::size_t threads, bool parallel_add, const fs::path& save_dir = {},
-                           const fs::path& features_cache = {});
+// receives every distractor image as <id>.png; `records` (optional, from records_dir) keeps every
+// record, and those it holds are used instead of extracting again.
+BuildStats build_increment(host::Pipeline& pipeline, const Plan& plan, bool add_true,
+                           std::size_t from, std::size_t to, std::size_t threads, bool parallel_add,
+                           const fs::path& save_dir = {}, const fs::path& records = {});
 // <dir>/gallery.tsv: id, kind (true/whole/crop), source file, crop x,y,w,h in source pixels, mirrored
 // — for the first `items` of the plan's gallery order.
 void write_gallery_tsv(const fs::path& dir, const Plan& plan, std::size_t items);

@@ -61,7 +61,7 @@ const std::array<ConfigKey, 7> kPipelineKeys{{
     {.name = "clahe", .type = ConfigType::number, .default_value = "0", .min = 0, .max = 40,
      .description = "CLAHE clip limit for local contrast equalisation before extraction (0: off)"},
 }};
-const std::array<ConfigKey, 16> kVerifyKeys{{
+const std::array<ConfigKey, 17> kVerifyKeys{{
     {.name = "candidates", .type = ConfigType::integer, .default_value = "8", .min = 1, .max = 1000,
      .description = "index candidates checked by RANSAC"},
     {.name = "min_inliers", .type = ConfigType::integer, .default_value = "15", .min = 4, .max = 100000,
@@ -100,6 +100,9 @@ const std::array<ConfigKey, 16> kVerifyKeys{{
     {.name = "rectify_after_match", .type = ConfigType::boolean, .default_value = "false",
      .description = "second looks go on after a candidate has matched (finds a blurred object beside a clear one, "
                     "for an extraction per weak candidate); false: they stop at the first match"},
+    {.name = "confirm", .type = ConfigType::boolean, .default_value = "false",
+     .description = "with rematch off, a candidate's fit is confirmed against its reference's own descriptors, "
+                    "read from its feature record: inliers must pass the ratio test there, second looks match them"},
 }};
 const std::array<ConfigKey, 2> kLoggingKeys{{
     {.name = "level", .type = ConfigType::string, .default_value = "info", .choices = "trace|debug|info|warn|error|off",
@@ -358,6 +361,7 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
         s.verify.rectify_radius = vs.get_double("rectify_radius");
         s.verify.rectify_candidates = static_cast<std::size_t>(vs.get_int("rectify_candidates"));
         s.verify.rectify_after_match = vs.get_bool("rectify_after_match");
+        s.verify.confirm = vs.get_bool("confirm");
         auto extractor = make_plugin<PluginKind::features>(config_, *registry_, p["features"], path + ".features",
                                                            metrics_, storages_);
         // Queries may extract differently (typically more features: the object is only part of the
@@ -382,6 +386,17 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
                                                    storages_, features_signature);
         pipelines_[name] = std::make_unique<Pipeline>(name, std::move(extractor), std::move(query_extractor),
                                                       std::move(index), s, make_logger("pipeline." + name), &metrics_);
+        // verify.confirm reads the records this pipeline keeps in the gallery.
+        Pipeline& made = *pipelines_[name];
+        made.set_reference_reader(
+            [gallery = gallery_.get(), &made](const std::string& id) -> std::optional<FeatureRecord> {
+                const std::string& signature = made.signature();
+                auto bytes = gallery->record(signature, id);
+                if (!bytes) return std::nullopt;
+                auto record = decode_record(*bytes, gallery->record_key(signature, id));
+                if (record.signature != signature || record.item_id != id) return std::nullopt;
+                return record;
+            });
     }
     default_pipeline_ = root["default_pipeline"] ? root["default_pipeline"].Scalar() : pipelines_.begin()->first;
 

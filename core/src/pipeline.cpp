@@ -5,11 +5,13 @@
 #include <opencv2/calib3d.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <future>
 #include <numeric>
 #include <set>
+#include <unordered_map>
 
 #include "sightline/host/worker_pool.hpp"
 
@@ -545,6 +547,83 @@ std::vector<Correspondence> Pipeline::rectified_matches(const cv::Mat& work, con
     return out;
 }
 
+std::shared_ptr<const Pipeline::ItemInfo> Pipeline::with_descriptors(
+    const std::string& id, const std::shared_ptr<const ItemInfo>& item) const {
+    if (!item->descriptors.empty()) return item;
+    if (!reference_reader_) return nullptr;
+    std::optional<FeatureRecord> record;
+    try {
+        record = reference_reader_(id);
+    } catch (const std::exception& e) {
+        log_->warn("candidate {}: its feature record could not be read to confirm it: {}", id,
+                   e.what());
+        return nullptr;
+    }
+    if (!record || record->features.descriptors.rows < 2) {
+        log_->warn(
+            "candidate {}: no feature record to confirm it with; judged on the index's matches "
+            "alone",
+            id);
+        return nullptr;
+    }
+    auto ref = std::make_shared<ItemInfo>(
+        ItemInfo{item->size, item->metadata, {}, record->features.descriptors});
+    ref->points.reserve(record->features.keypoints.size());
+    for (const auto& k : record->features.keypoints) ref->points.push_back(k.pt);
+    return ref;
+}
+
+int Pipeline::confirmed_inliers(const Candidate& c, const HomographyFit& fit, const Features& query,
+                                const ItemInfo& reference) const {
+    const auto& v = settings_.verify;
+    const auto key = [](cv::Point2f p) {
+        return (static_cast<std::uint64_t>(std::bit_cast<std::uint32_t>(p.x)) << 32) |
+               std::bit_cast<std::uint32_t>(p.y);
+    };
+    std::unordered_map<std::uint64_t, int> row_at;
+    row_at.reserve(query.keypoints.size());
+    for (std::size_t r = 0; r < query.keypoints.size(); ++r)
+        row_at.emplace(key(query.keypoints[r].pt), static_cast<int>(r));
+    std::vector<cv::Point2f> gallery, projected;
+    for (const auto& m : c.correspondences) gallery.push_back(m.gallery);
+    cv::perspectiveTransform(gallery, projected, fit.H);
+    std::vector<int> rows;
+    std::vector<cv::Point2f> partner;
+    for (std::size_t i = 0; i < c.correspondences.size(); ++i) {
+        const auto& m = c.correspondences[i];
+        if (cv::norm(projected[i] - m.query) > v.reprojection_error) continue;
+        auto it = row_at.find(key(m.query));
+        if (it == row_at.end()) continue;
+        rows.push_back(it->second);
+        partner.push_back(m.gallery);
+    }
+    if (rows.empty() || query.descriptors.type() != reference.descriptors.type() ||
+        query.descriptors.cols != reference.descriptors.cols)
+        return 0;
+    cv::Mat q(static_cast<int>(rows.size()), query.descriptors.cols, query.descriptors.type());
+    for (std::size_t i = 0; i < rows.size(); ++i)
+        query.descriptors.row(rows[i]).copyTo(q.row(static_cast<int>(i)));
+    cv::Mat dist, idx;
+    nearest_two(q, reference.descriptors, dist, idx);
+    const float ratio = static_cast<float>(v.rematch_ratio);
+    // A partner that is the nearest reference descriptor but fails the ratio test is counted too,
+    // for the debug log: how far off a rejected candidate was.
+    int confirmed = 0, nearest = 0;
+    for (int i = 0; i < dist.rows; ++i) {
+        const int t = idx.at<int>(i, 0);
+        if (t < 0 || idx.at<int>(i, 1) < 0 ||
+            cv::norm(reference.points[static_cast<std::size_t>(t)] -
+                     partner[static_cast<std::size_t>(i)]) > 1.0)
+            continue;
+        ++nearest;
+        if (dist.at<float>(i, 0) < ratio * dist.at<float>(i, 1)) ++confirmed;
+    }
+    log_->debug(
+        "candidate {}: {} of {} inliers confirmed by its descriptors ({} nearest to their partner)",
+        c.id, confirmed, fit.inliers, nearest);
+    return confirmed;
+}
+
 std::optional<HomographyFit> Pipeline::second_look(const Candidate& c, const ItemInfo& info,
                                                    const cv::Mat& work,
                                                    const HomographyFit& first) const {
@@ -619,13 +698,29 @@ Pipeline::FirstLook Pipeline::first_look(const Candidate& candidate, const Featu
         look.fit = std::move(fit);
         return look;
     }
+    if (confirming(info)) {
+        if (auto ref = with_descriptors(c.id, item)) {
+            const int confirmed = confirmed_inliers(c, fit, query, *ref);
+            if (confirmed < v.min_inliers) {
+                if (!rectify)
+                    return reject("too few inliers confirmed by the reference's descriptors");
+                look.item = std::move(ref);
+                look.candidate = cp == &rematched ? std::move(rematched) : candidate;
+                look.fit = std::move(fit);
+                return look;
+            }
+        }
+    }
     look.match = accept(c, info, fit, work, to_original);
     return look;
 }
 
 std::optional<Match> Pipeline::finish_look(const FirstLook& look, const cv::Mat& work,
                                            double to_original) const {
-    auto fit = second_look(look.candidate, *look.item, work, look.fit);
+    std::shared_ptr<const ItemInfo> item = look.item;
+    if (confirming(*item))
+        if (auto ref = with_descriptors(look.candidate.id, item)) item = std::move(ref);
+    auto fit = second_look(look.candidate, *item, work, look.fit);
     if (!fit) {
         log_rejection(look.candidate, "too few inliers after rectifying");
         return std::nullopt;

@@ -59,6 +59,12 @@ struct VerifyParams {
     // found too, for the time of every weak candidate's extraction); otherwise they stop at the
     // first match, as they are there for the photos whose object the first looks missed.
     bool rectify_after_match = false;
+    // When the items' descriptors are not in memory (rematch off), a candidate's fit is checked
+    // against its reference's own descriptors, read from the gallery's feature record: a first
+    // look's inliers count only where the query feature's nearest reference descriptor is its
+    // partner and passes rematch_ratio, and a second look matches the rectified photo to them.
+    // Word matches (index-vocab) agree by chance on smooth repeated texture; descriptors do not.
+    bool confirm = false;
 };
 
 // A model fitted to a candidate's correspondences, reference -> query working pixels.
@@ -142,6 +148,11 @@ public:
     // in-memory gallery; the caller owns durability). Replaces the item if the id exists.
     void add_record(const FeatureRecord& record, std::string metadata_json = "{}");
 
+    // Where confirming verification (VerifyParams::confirm) reads a reference's features: the
+    // host's gallery storage, or a benchmark's own records. Unset, or no record: not confirmed.
+    using ReferenceReader = std::function<std::optional<FeatureRecord>(const std::string& id)>;
+    void set_reference_reader(ReferenceReader reader) { reference_reader_ = std::move(reader); }
+
     // Never throws: a failure is reported in Result::error.
     Result recognize(const Request& request) const;
     // Throws Error on bad input; the result lists matches best first.
@@ -184,6 +195,16 @@ private:
     std::vector<Correspondence> rectified_matches(const cv::Mat& work, const cv::Mat& H,
                                                   const std::string& id,
                                                   const ItemInfo& item) const;
+    // The item with its descriptors: as held, or read through the reference reader when confirming
+    // (VerifyParams::confirm); null if they cannot be had.
+    std::shared_ptr<const ItemInfo> with_descriptors(
+        const std::string& id, const std::shared_ptr<const ItemInfo>& item) const;
+    bool confirming(const ItemInfo& item) const {
+        return settings_.verify.confirm && item.descriptors.empty() && reference_reader_ != nullptr;
+    }
+    // How many of the fit's inliers the reference's descriptors confirm (VerifyParams::confirm).
+    int confirmed_inliers(const Candidate& c, const HomographyFit& fit, const Features& query,
+                          const ItemInfo& reference) const;
     // Per-candidate matching (ratio test, one query point per reference point); radius > 0 also
     // requires both points within radius of each other (features in the reference's frame).
     std::vector<Correspondence> rematch(const Features& query, const ItemInfo& item,
@@ -198,6 +219,7 @@ private:
     std::string signature_;
     mutable std::shared_mutex items_mutex_;
     std::map<std::string, std::shared_ptr<const ItemInfo>> items_;
+    ReferenceReader reference_reader_;
     Histogram* stage_hist_[5] = {};
     Counter* recognitions_ = nullptr;
     Counter* matched_ = nullptr;
