@@ -88,6 +88,9 @@ Pipeline::Pipeline(std::string name, std::shared_ptr<FeatureExtractor> extractor
         rectified_ = &metrics->counter("verify_rectifications_total",
                                        "second looks: photos rectified into a candidate's frame and extracted again",
                                        {{"pipeline", name_}});
+        unconfirmed_ = &metrics->counter("verify_unconfirmed_total",
+                                         "candidates verify.confirm could not check: no readable feature record",
+                                         {{"pipeline", name_}});
     }
 }
 
@@ -552,18 +555,20 @@ std::shared_ptr<const Pipeline::ItemInfo> Pipeline::with_descriptors(
     if (!item->descriptors.empty()) return item;
     if (!reference_reader_) return nullptr;
     std::optional<FeatureRecord> record;
+    std::string why = "it has no feature record";
     try {
         record = reference_reader_(id);
     } catch (const std::exception& e) {
-        log_->warn("candidate {}: its feature record could not be read to confirm it: {}", id,
-                   e.what());
-        return nullptr;
+        why = std::string("its feature record could not be read: ") + e.what();
     }
     if (!record || record->features.descriptors.rows < 2) {
-        log_->warn(
-            "candidate {}: no feature record to confirm it with; judged on the index's matches "
-            "alone",
-            id);
+        // Warned once (a gallery without records would say it on every request), counted always.
+        if (unconfirmed_) unconfirmed_->inc();
+        const auto level = warned_unconfirmed_.exchange(true) ? spdlog::level::debug : spdlog::level::warn;
+        log_->log(level,
+                  "candidate {} is judged on the index's matches alone, not confirmed: {} (further "
+                  "cases at debug level; verify_unconfirmed_total counts them)",
+                  id, why);
         return nullptr;
     }
     auto ref = std::make_shared<ItemInfo>(

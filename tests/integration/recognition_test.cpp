@@ -501,13 +501,16 @@ TEST(Rectify, FindsHardPhotosTheFirstLookMisses) {
     }
 }
 
-double rectifications(Host& h) {
+// The surf pipeline's counter sightline_<name>, -1 if it is not there.
+double surf_counter(Host& h, const std::string& name) {
     std::istringstream in(h.metrics().render());
-    const std::string series = R"(sightline_verify_rectifications_total{pipeline="surf"} )";
+    const std::string series = "sightline_" + name + R"({pipeline="surf"} )";
     for (std::string line; std::getline(in, line);)
         if (line.rfind(series, 0) == 0) return std::stod(line.substr(series.size()));
     return -1.0;
 }
+
+double rectifications(Host& h) { return surf_counter(h, "verify_rectifications_total"); }
 
 // Through the vocabulary index, every item twice: as itself and as "copy-" + its name. The two rank
 // first and second alike, so where the first look fails, both need a second look.
@@ -730,9 +733,12 @@ TEST(Verify, ConfirmChecksWordMatchesAgainstTheStoredDescriptors) {
         // Without its record it cannot be confirmed; it is then judged on its word matches, as
         // without confirm (and a warning says so).
         confirming.gallery().remove_record(signature, id);
+        const double unconfirmed = surf_counter(confirming, "verify_unconfirmed_total");
+        ASSERT_GE(unconfirmed, 0.0);
         const Result unread = confirming.pipeline().recognize(request_for(photo.jpeg));
         ASSERT_FALSE(unread.error.has_value()) << unread.error->message;
         ASSERT_FALSE(unread.matches.empty()) << id;
         EXPECT_EQ(unread.matches.front().id, id);
+        EXPECT_GT(surf_counter(confirming, "verify_unconfirmed_total"), unconfirmed);
     }
 }

@@ -4,6 +4,7 @@
 #include <sightline/index.hpp>
 #include <sightline/result.hpp>
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -224,6 +225,8 @@ private:
     Counter* recognitions_ = nullptr;
     Counter* matched_ = nullptr;
     Counter* rectified_ = nullptr;
+    Counter* unconfirmed_ = nullptr;
+    mutable std::atomic<bool> warned_unconfirmed_{false};
 };
 
 }  // namespace sightline::host
