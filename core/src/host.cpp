@@ -362,6 +362,10 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
         s.verify.rectify_candidates = static_cast<std::size_t>(vs.get_int("rectify_candidates"));
         s.verify.rectify_after_match = vs.get_bool("rectify_after_match");
         s.verify.confirm = vs.get_bool("confirm");
+        if (s.verify.confirm && s.verify.rematch)
+            make_logger("host")->warn("{}.verify.confirm has no effect with rematch: true (the descriptors are in "
+                                      "memory and every candidate is matched with them already)",
+                                      path);
         auto extractor = make_plugin<PluginKind::features>(config_, *registry_, p["features"], path + ".features",
                                                            metrics_, storages_);
         // Queries may extract differently (typically more features: the object is only part of the
