@@ -131,7 +131,8 @@ struct BuildStats {
     bool interrupted = false;
 };
 
-// The directory of `features_cache` that keeps this pipeline's and plan's records (created).
+// The directory of `features_cache` that keeps this pipeline's and plan's records (created);
+// empty when there is no cache.
 fs::path records_dir(const host::Pipeline& pipeline, const Plan& plan,
                      const fs::path& features_cache);
 // The record of `id` made under `signature` in such a directory, if it holds a sound one.

@@ -391,16 +391,7 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
         pipelines_[name] = std::make_unique<Pipeline>(name, std::move(extractor), std::move(query_extractor),
                                                       std::move(index), s, make_logger("pipeline." + name), &metrics_);
         // verify.confirm reads the records this pipeline keeps in the gallery.
-        Pipeline& made = *pipelines_[name];
-        made.set_reference_reader(
-            [gallery = gallery_.get(), &made](const std::string& id) -> std::optional<FeatureRecord> {
-                const std::string& signature = made.signature();
-                auto bytes = gallery->record(signature, id);
-                if (!bytes) return std::nullopt;
-                auto record = decode_record(*bytes, gallery->record_key(signature, id));
-                if (record.signature != signature || record.item_id != id) return std::nullopt;
-                return record;
-            });
+        pipelines_[name]->read_references_from(*gallery_);
     }
     default_pipeline_ = root["default_pipeline"] ? root["default_pipeline"].Scalar() : pipelines_.begin()->first;
 

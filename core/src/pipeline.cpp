@@ -38,6 +38,13 @@ void check_deadline(const Request& r, const char* stage) {
 
 double side(const cv::Point2f& a, const cv::Point2f& b) { return std::hypot(a.x - b.x, a.y - b.y); }
 
+std::vector<cv::Point2f> points_of(const Features& f) {
+    std::vector<cv::Point2f> points;
+    points.reserve(f.keypoints.size());
+    for (const auto& k : f.keypoints) points.push_back(k.pt);
+    return points;
+}
+
 std::optional<double> client_number(const Request& r, const char* key) {
     auto it = r.client_fields.find(key);
     if (it == r.client_fields.end()) return std::nullopt;
@@ -133,18 +140,31 @@ FeatureRecord Pipeline::extract_item(const std::string& id, const cv::Mat& gray)
     return rec;
 }
 
+std::optional<FeatureRecord> Pipeline::own_record(const Bytes& bytes, const std::string& key,
+                                                const std::string& id) const {
+    auto r = decode_record(bytes, key);
+    if (r.signature == signature_ && r.item_id == id) return r;
+    return std::nullopt;
+}
+
+void Pipeline::read_references_from(const Gallery& gallery) {
+    reference_reader_ = [this, &gallery](const std::string& id) -> std::optional<FeatureRecord> {
+        auto bytes = gallery.record(signature_, id);
+        if (!bytes) return std::nullopt;
+        return own_record(*bytes, gallery.record_key(signature_, id), id);
+    };
+}
+
 Pipeline::RecordState Pipeline::ensure_indexed(Gallery& gallery, const std::string& id) {
     RecordState state = RecordState::computed;
     std::optional<FeatureRecord> rec;
     if (auto bytes = gallery.record(signature_, id)) {
         try {
-            auto r = decode_record(*bytes, gallery.record_key(signature_, id));
-            if (r.signature == signature_ && r.item_id == id) {
-                rec = std::move(r);
+            rec = own_record(*bytes, gallery.record_key(signature_, id), id);
+            if (rec)
                 state = RecordState::loaded;
-            } else {
+            else
                 log_->info("{}: made under another signature; recomputing", gallery.record_key(signature_, id));
-            }
         } catch (const std::exception& e) {
             log_->warn("{}; recomputing it", e.what());
             state = RecordState::damaged_recomputed;
@@ -166,8 +186,7 @@ void Pipeline::add_record(const FeatureRecord& rec, std::string metadata_json) {
     auto info = std::make_shared<ItemInfo>(ItemInfo{rec.image_size, std::move(metadata_json), {}, {}});
     if (settings_.verify.rematch) {
         info->descriptors = rec.features.descriptors;
-        info->points.reserve(rec.features.keypoints.size());
-        for (const auto& k : rec.features.keypoints) info->points.push_back(k.pt);
+        info->points = points_of(rec.features);
     }
     std::unique_lock lock(items_mutex_);
     items_[rec.item_id] = std::move(info);
@@ -571,11 +590,8 @@ std::shared_ptr<const Pipeline::ItemInfo> Pipeline::with_descriptors(
                   id, why);
         return nullptr;
     }
-    auto ref = std::make_shared<ItemInfo>(
-        ItemInfo{item->size, item->metadata, {}, record->features.descriptors});
-    ref->points.reserve(record->features.keypoints.size());
-    for (const auto& k : record->features.keypoints) ref->points.push_back(k.pt);
-    return ref;
+    return std::make_shared<ItemInfo>(
+        ItemInfo{item->size, item->metadata, points_of(record->features), record->features.descriptors});
 }
 
 int Pipeline::confirmed_inliers(const Candidate& c, const HomographyFit& fit, const Features& query,

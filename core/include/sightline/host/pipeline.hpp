@@ -149,10 +149,12 @@ public:
     // in-memory gallery; the caller owns durability). Replaces the item if the id exists.
     void add_record(const FeatureRecord& record, std::string metadata_json = "{}");
 
-    // Where confirming verification (VerifyParams::confirm) reads a reference's features: the
-    // host's gallery storage, or a benchmark's own records. Unset, or no record: not confirmed.
+    // Where confirming verification (VerifyParams::confirm) reads a reference's features: this
+    // pipeline's records in a gallery (which must outlive it), or a benchmark's own records.
+    // Unset, or no record: not confirmed.
     using ReferenceReader = std::function<std::optional<FeatureRecord>(const std::string& id)>;
     void set_reference_reader(ReferenceReader reader) { reference_reader_ = std::move(reader); }
+    void read_references_from(const Gallery& gallery);
 
     // Never throws: a failure is reported in Result::error.
     Result recognize(const Request& request) const;
@@ -169,6 +171,10 @@ private:
     enum class RecordState { loaded, computed, damaged_recomputed };
     std::optional<std::uint64_t> load_snapshot(Gallery& gallery);
     RecordState ensure_indexed(Gallery& gallery, const std::string& id);
+    // A stored record decoded, if it is this pipeline's record of `id` (nullopt: made under another
+    // signature). Throws Error(data_loss) naming `key` if it is damaged.
+    std::optional<FeatureRecord> own_record(const Bytes& bytes, const std::string& key,
+                                            const std::string& id) const;
     void normalise(cv::Mat& gray) const;
     Index& index() const;  // throws if the host was built without indexes
     // A candidate after RANSAC on its correspondences: accepted (match), dropped (neither set), or
