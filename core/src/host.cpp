@@ -140,13 +140,16 @@ void check_plugin_section(const LoadedConfig& c, const PluginRegistry& registry,
 class HostContext final : public Context {
 public:
     HostContext(Config config, std::shared_ptr<spdlog::logger> logger, Metrics& metrics,
-                const std::map<std::string, std::shared_ptr<Storage>>& storages, std::string features_signature = {})
+                const std::map<std::string, std::shared_ptr<Storage>>& storages, std::string features_signature = {},
+                std::string descriptor_signature = {})
         : config_(std::move(config)),
           logger_(std::move(logger)),
           metrics_(metrics),
           storages_(storages),
-          features_signature_(std::move(features_signature)) {}
+          features_signature_(std::move(features_signature)),
+          descriptor_signature_(std::move(descriptor_signature)) {}
     std::string features_signature() const override { return features_signature_; }
+    std::string features_descriptor_signature() const override { return descriptor_signature_; }
     const Config& config() const override { return config_; }
     std::shared_ptr<spdlog::logger> logger() const override { return logger_; }
     Metrics& metrics() const override { return metrics_; }
@@ -165,16 +168,17 @@ private:
     Metrics& metrics_;
     const std::map<std::string, std::shared_ptr<Storage>>& storages_;
     std::string features_signature_;
+    std::string descriptor_signature_;
 };
 
 template <PluginKind K>
 std::shared_ptr<kind_base_t<K>> make_plugin(const LoadedConfig& c, const PluginRegistry& registry, const YAML::Node& node,
                                             const std::string& path, Metrics& metrics,
                                             const std::map<std::string, std::shared_ptr<Storage>>& storages,
-                                            std::string features_signature = {}) {
+                                            std::string features_signature = {}, std::string descriptor_signature = {}) {
     const auto& plugin = registry.get(K, node["type"].Scalar());
     HostContext ctx(Config(node, c.file, path, plugin.schema()), make_logger(plugin.full_name()), metrics, storages,
-                    std::move(features_signature));
+                    std::move(features_signature), std::move(descriptor_signature));
     try {
         return registry.create<K>(plugin, ctx);
     } catch (const Error& e) {
@@ -387,7 +391,7 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
         std::shared_ptr<Index> index;
         if (options.indexes)
             index = make_plugin<PluginKind::index>(config_, *registry_, p["index"], path + ".index", metrics_,
-                                                   storages_, features_signature);
+                                                   storages_, features_signature, extractor->descriptor_signature());
         pipelines_[name] = std::make_unique<Pipeline>(name, std::move(extractor), std::move(query_extractor),
                                                       std::move(index), s, make_logger("pipeline." + name), &metrics_);
         // verify.confirm reads the records this pipeline keeps in the gallery.

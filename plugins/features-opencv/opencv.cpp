@@ -107,6 +107,18 @@ public:
         return s.str();
     }
 
+    // The cap, detector threshold and scale-space sampling choose the keypoints; the smoothing,
+    // RootSIFT and upright fix what their descriptors mean.
+    std::string descriptor_signature() const override {
+        std::ostringstream s;
+        s << "opencv-" << algorithm_ << ":v1;opencv=" << CV_VERSION_MAJOR << "." << CV_VERSION_MINOR;
+        if (algorithm_ == "sift")
+            s << ";sigma=" << sigma_ << ";root=" << root_sift_;
+        else
+            s << ";upright=" << upright_;
+        return s.str();
+    }
+
 private:
     cv::Ptr<cv::Feature2D> make() const {
         if (algorithm_ == "sift")

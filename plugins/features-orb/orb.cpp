@@ -101,6 +101,15 @@ public:
         return s.str();
     }
 
+    // The sampling pattern (patch size) and the pyramid fix a descriptor's bits; the cap, FAST
+    // threshold, border, score and grid only choose the corners.
+    std::string descriptor_signature() const override {
+        std::ostringstream s;
+        s << "orb:v1;opencv=" << CV_VERSION_MAJOR << "." << CV_VERSION_MINOR << ";scale_factor=" << scale_factor_
+          << ";levels=" << levels_ << ";patch_size=" << patch_size_;
+        return s.str();
+    }
+
 private:
     int max_features_ = 1000;
     double scale_factor_ = 1.2;

@@ -127,6 +127,14 @@ class SurfExtractor final : public sightline::FeatureExtractor {
         return s.str();
     }
 
+    // The threshold, octaves, sampling step, cap and grid choose which blobs are described, not how.
+    std::string descriptor_signature() const override {
+        std::ostringstream s;
+        s << "surf:v3;extended=" << p_.extended << ";upright=" << p_.upright << ";sign_weight=" << p_.sign_weight
+          << ";presmooth=" << p_.presmooth;
+        return s.str();
+    }
+
   private:
     sightline::surf::Params p_;
 };

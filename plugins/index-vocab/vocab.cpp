@@ -318,12 +318,15 @@ public:
                                                   "'; train one with `sightline vocab train --out " + key + "`");
         vocab_ = sightline::Vocabulary::parse(*bytes, "vocabulary '" + key + "' in storage '" + storage_name + "'");
         vocab_id_ = sightline::fnv1a64(bytes->data(), bytes->size());
-        const std::string want = ctx.features_signature();
-        if (!want.empty() && want != vocab_.signature())
+        // Only the descriptor-defining fields must agree: a vocabulary trained with 500 keypoints
+        // an image serves a gallery extracted with 800, or with another detector threshold.
+        const std::string want = ctx.features_descriptor_signature();
+        if (const auto diff = want.empty() ? std::string() : sightline::descriptor_mismatch(vocab_.signature(), want);
+            !diff.empty())
             throw Error(ErrorCode::invalid_argument,
                         "vocabulary '" + key + "' was trained for the extractor '" + vocab_.signature() +
-                            "' but this pipeline's features are '" + want +
-                            "'; its words mean nothing for other descriptors: retrain it with `sightline vocab train` "
+                            "' but this pipeline's descriptors are '" + want + "' (" + diff +
+                            "); its words mean nothing for other descriptors: retrain it with `sightline vocab train` "
                             "for this pipeline, or use the features it was trained for");
         lists_.resize(vocab_.words());
         idf2_.resize(vocab_.words());

@@ -171,18 +171,34 @@ TEST_P(Durability, ASnapshotOfAnotherIndexConfigurationIsNotUsed) {
 INSTANTIATE_TEST_SUITE_P(Indexes, Durability, ::testing::Values(kVocab, std::string("{ type: bruteforce }")),
                          [](const auto& info) { return info.param == kVocab ? "vocab" : "bruteforce"; });
 
-TEST(VocabIndex, AVocabularyForAnotherExtractorIsRefusedByName) {
+TEST(VocabIndex, AVocabularyForOtherDescriptorsIsRefusedByName) {
     TempDir dir("sightline-vocab-signature");
-    train_vocabulary(dir.path());  // for max_features 500
+    train_vocabulary(dir.path());  // for patch_size 31
     Error e = capture_error([&] {
-        make(dir.path(), kVocab, {}, "{ type: orb, max_features: 700, fast_threshold: 12 }");
+        make(dir.path(), kVocab, {}, "{ type: orb, max_features: 500, fast_threshold: 12, patch_size: 25 }");
     });
     EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
     EXPECT_THAT(e.what(), HasSubstr("pipelines.p.index"));
     EXPECT_THAT(e.what(), HasSubstr("vocabulary 'test.voc' was trained for the extractor"));
-    EXPECT_THAT(e.what(), HasSubstr("max_features=500"));
-    EXPECT_THAT(e.what(), HasSubstr("max_features=700"));
+    EXPECT_THAT(e.what(), HasSubstr("(patch_size=25, trained with patch_size=31)"));
     EXPECT_THAT(e.what(), HasSubstr("sightline vocab train"));
+}
+
+// A keypoint cap or detector threshold chooses which keypoints are described, not what their
+// descriptors mean: the vocabulary serves the pipeline, and recognises with it.
+TEST(VocabIndex, AVocabularyServesAnotherKeypointCapAndThreshold) {
+    TempDir dir("sightline-vocab-selection");
+    train_vocabulary(dir.path());  // for max_features 500, fast_threshold 12
+    const std::string other = "{ type: orb, max_features: 700, fast_threshold: 10, grid: 4 }";
+    auto host = make(dir.path(), kVocab, {}, other);
+    EXPECT_THAT(host->pipeline().signature(), HasSubstr("max_features=700"));
+    const auto images = gallery_images();
+    HostService service(*host);
+    service.load_gallery();
+    for (int i = 0; i < 6; ++i) service.put_item("item" + std::to_string(i), read_bytes(images[i]), "{}");
+    auto r = recognize(*host, images[3]);
+    ASSERT_FALSE(r.matches.empty());
+    EXPECT_EQ(r.matches[0].id, "item3");
 }
 
 TEST(VocabIndex, AMissingOrDamagedVocabularyIsAClearError) {

@@ -358,6 +358,22 @@ TEST_F(FeaturesSurf, SignatureNamesEveryParameter) {
     EXPECT_NE(sig, make("{type: surf}")->signature());
 }
 
+// What a vocabulary depends on: the descriptor's own options, not the keypoint selection.
+TEST_F(FeaturesSurf, DescriptorSignatureLeavesOutWhatOnlySelectsKeypoints) {
+    const auto base = make("{type: surf, hessian_threshold: 5, max_features: 500}");
+    const std::string trained = base->signature();
+    EXPECT_EQ(descriptor_mismatch(trained, base->descriptor_signature()), "");
+    for (const char* same : {"{type: surf, hessian_threshold: 20, max_features: 4000, grid: 8}",
+                             "{type: surf, hessian_threshold: 5, octaves: 3, intervals: 5, init_step: 1}"})
+        EXPECT_EQ(descriptor_mismatch(trained, make(same)->descriptor_signature()), "") << same;
+    EXPECT_EQ(descriptor_mismatch(trained, make("{type: surf, extended: true}")->descriptor_signature()),
+              "extended=1, trained with extended=0");
+    EXPECT_EQ(descriptor_mismatch(trained, make("{type: surf, presmooth: 0}")->descriptor_signature()),
+              "presmooth=0, trained with presmooth=1");
+    EXPECT_EQ(descriptor_mismatch(trained, make("{type: surf, upright: true}")->descriptor_signature()),
+              "upright=1, trained with upright=0");
+}
+
 TEST_F(FeaturesSurf, EveryInvalidParameterIsAClearConfigError) {
     struct Case {
         const char* yaml;

@@ -1,6 +1,7 @@
 // The SDK's vocabulary tree: clustering, quantisation, embedding signatures, the file format.
 #include <gtest/gtest.h>
 
+#include <sightline/features.hpp>
 #include <sightline/vocabulary.hpp>
 
 #include <cmath>
@@ -9,6 +10,7 @@
 
 namespace {
 
+using sightline::descriptor_mismatch;
 using sightline::Vocabulary;
 
 // `clusters` well separated centres; each image holds noisy copies of a few of them.
@@ -303,6 +305,20 @@ TEST(Vocabulary, RefusesBadTrainingInputAndForeignDescriptors) {
         EXPECT_NE(std::string(e.what()).find("CV_32F x 64"), std::string::npos) << e.what();
         EXPECT_NE(std::string(e.what()).find("CV_8U x 32"), std::string::npos) << e.what();
     }
+}
+
+TEST(DescriptorMismatch, ComparesTheNameAndEveryDescriptorField) {
+    const std::string trained = "x:v2;cap=500;size=64;sign=0";
+    EXPECT_EQ(descriptor_mismatch(trained, "x:v2;size=64;sign=0"), "");
+    EXPECT_EQ(descriptor_mismatch(trained, "x:v2"), "");
+    EXPECT_EQ(descriptor_mismatch(trained, "x:v3;size=64"), "x:v3, trained with x:v2");
+    EXPECT_EQ(descriptor_mismatch(trained, "y:v2;size=64"), "y:v2, trained with x:v2");
+    EXPECT_EQ(descriptor_mismatch(trained, "x:v2;size=128"), "size=128, trained with size=64");
+    EXPECT_EQ(descriptor_mismatch(trained, "x:v2;grid=4"), "grid=4, trained with no grid");
+    // A key is a whole key: "size" is not found as the start of "sizes=64".
+    EXPECT_EQ(descriptor_mismatch("x:v2;sizes=64", "x:v2;size=64"), "size=64, trained with no size");
+    EXPECT_EQ(descriptor_mismatch("x:v2;size=64;plain", "x:v2;plain"), "");
+    EXPECT_EQ(descriptor_mismatch("x:v2;size=64", "x:v2;plain"), "plain, trained with no plain");
 }
 
 TEST(Vocabulary, IdfFavoursRareWords) {

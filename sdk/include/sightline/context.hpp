@@ -24,6 +24,10 @@ public:
     // data was made for one extractor configuration (a trained vocabulary) can refuse another.
     // Empty for other kinds, and when the host does not know it.
     virtual std::string features_signature() const { return {}; }
+    // ABI 1.3. The same extractor's descriptor_signature(): compare a vocabulary's trained
+    // signature with it through descriptor_mismatch(), so a changed keypoint cap or threshold does
+    // not force retraining.
+    virtual std::string features_descriptor_signature() const { return features_signature(); }
 };
 
 }  // namespace sightline

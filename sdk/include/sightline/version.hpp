@@ -10,9 +10,9 @@
 #define SIGHTLINE_ABI_MAJOR 1
 #endif
 #ifndef SIGHTLINE_ABI_MINOR
-#define SIGHTLINE_ABI_MINOR 2
+#define SIGHTLINE_ABI_MINOR 3
 #endif
-#define SIGHTLINE_SDK_VERSION "0.2.0"
+#define SIGHTLINE_SDK_VERSION "0.3.0"
 
 // Boost.DLL promises no ABI across compilers or standard libraries, so both are part of the id.
 #if defined(__clang__)
