@@ -2,8 +2,8 @@
 # Re-makes a shipped vocabulary with `sightline vocab train`, on redistributable images from Debian packages:
 #   scripts/train-vocabulary.sh [orb]  config/vocabularies/orb-default.voc for config/scale-vocab.yaml's ORB
 #                                      extractor (branching 16, depth 4)
-#   scripts/train-vocabulary.sh surf   config/vocabularies/surf-default.voc for config/scale-vocab-surf.yaml's
-#                                      SURF extractor, the default config's (branching 8, depth 5, 30 crops
+#   scripts/train-vocabulary.sh surf   config/vocabularies/surf-default.voc for config/default.yaml's
+#                                      SURF extractor (branching 8, depth 5, 30 crops
 #                                      per image: about 700,000 descriptors, so most words get a median)
 # the wallpapers of plasma-workspace-wallpapers, mate-backgrounds, gnome-backgrounds and
 # ukui-wallpapers (GPL-2+, CC-BY-SA), and the sample images of opencv-doc (BSD/Apache) and
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 kind=orb
 case "${1:-}" in orb | surf) kind=$1; shift ;; esac
 if [ "$kind" = surf ]; then
-  config=config/scale-vocab-surf.yaml out=surf-default.voc branching=8 depth=5 crops=30 samples=1000000
+  config=config/default.yaml out=surf-default.voc branching=8 depth=5 crops=30 samples=1000000
 else
   config=config/scale-vocab.yaml out=orb-default.voc branching=16 depth=4 crops=6 samples=600000
 fi
@@ -44,6 +44,8 @@ for f in /usr/share/backgrounds/*.{jpg,png} /usr/share/backgrounds/mate/*/*.{jpg
   [ -f "$f" ] && link "$f"
 done
 echo "==> $n training images"
-exec "${BUILD_DIR:-build}/bin/sightline" --config "$config" vocab train --from "$dir" \
+# Into the source tree (the configs read the copy the build puts in share/sightline/vocabularies).
+exec "${BUILD_DIR:-build}/bin/sightline" --config "$config" --set storages.vocab.root=config/vocabularies \
+  vocab train --from "$dir" \
   --out "${VOCAB_OUT:-$out}" --branching "${VOCAB_BRANCHING:-$branching}" --depth "${VOCAB_DEPTH:-$depth}" \
   --crops "${VOCAB_CROPS:-$crops}" --max-samples "${VOCAB_SAMPLES:-$samples}" "$@"

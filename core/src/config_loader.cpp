@@ -1,6 +1,8 @@
 #include "sightline/host/config_loader.hpp"
 
+#include <boost/dll/runtime_symbol_info.hpp>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -53,6 +55,8 @@ std::string expand_env(const std::string& text, const std::string& location) {
         const char* value = std::getenv(name.c_str());
         if (value)
             out += value;
+        else if (name == "SIGHTLINE_SHARE")
+            out += share_dir();
         else if (has_fallback)
             out += fallback;
         else
@@ -92,6 +96,13 @@ LoadedConfig parse(const std::string& text, const std::string& name) {
 }
 
 }  // namespace
+
+std::string share_dir() {
+    boost::dll::fs::error_code ec;
+    const std::filesystem::path exe = boost::dll::program_location(ec).string();
+    if (ec) return "share/sightline";
+    return (exe.parent_path().parent_path() / "share" / "sightline").lexically_normal().string();
+}
 
 std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates) {
     std::string best;

@@ -94,6 +94,9 @@ TEST_F(Recognition, UsesTheDefaultPipeline) {
     EXPECT_EQ(pipeline().settings().max_upscale, 1.5);
     EXPECT_EQ(pipeline().settings().search_features, 0u);  // every query feature is searched
     EXPECT_EQ(pipeline().settings().verify.estimator, Estimator::usac);
+    // index-vocab: word correspondences to RANSAC, confirmed by the stored descriptors.
+    EXPECT_FALSE(pipeline().settings().verify.rematch);
+    EXPECT_TRUE(pipeline().settings().verify.confirm);
 }
 
 struct QueryCase {
@@ -420,6 +423,44 @@ TEST(Cli, IngestThenQueryPrintsTheRightId) {
     EXPECT_EQ(bad_line["error"]["code"], "invalid_argument") << bad.out;
 }
 
+// With no --config and no config/ in the working directory the built-in default runs: its
+// plugins beside the executable, its vocabulary in share/sightline beside bin/ (SIGHTLINE_SHARE's
+// default). A SIGHTLINE_SHARE without the vocabulary is refused, naming it.
+TEST(Cli, TheBuiltInDefaultRunsFromAnyDirectory) {
+    TempDir dir("sightline-cli-default");
+    const fs::path images = dir / "images";
+    fs::create_directories(images);
+    const auto all = gallery_part();
+    for (std::size_t i = 0; i < 8; ++i) fs::copy_file(all[i], images / all[i].filename());
+    const fs::path query = dir / "query.jpg";
+    const synth::Photo photo = phone_photo(all[5], 77);
+    write_bytes(query, Bytes(photo.jpeg.begin(), photo.jpeg.end()));
+    const std::string in_dir = "cd " + sh_quote(dir.path().string()) + " && env -u SIGHTLINE_SHARE SIGHTLINE_DATA=" +
+                               sh_quote((dir / "data").string()) + " " + sh_quote(SIGHTLINE_CLI);
+    const std::string log = " 2>" + sh_quote((dir / "stderr.log").string());
+
+    RunResult ingest = run(in_dir + " ingest images" + log);
+    ASSERT_EQ(ingest.status, 0) << ingest.out << read_text(dir / "stderr.log");
+    EXPECT_THAT(ingest.out, HasSubstr("ingested 8 of 8")) << ingest.out;
+    EXPECT_THAT(read_text(dir / "stderr.log"), HasSubstr("vocabulary 'surf-default.voc'"));
+    EXPECT_TRUE(fs::exists(dir / "data" / "gallery" / "images" / (all[5].stem().string() + ".jpg")));
+
+    RunResult q = run(in_dir + " query query.jpg" + log);
+    ASSERT_EQ(q.status, 0) << q.out << read_text(dir / "stderr.log");
+    auto line = nlohmann::json::parse(q.out.substr(0, q.out.find('\n')), nullptr, false);
+    ASSERT_FALSE(line.is_discarded()) << "not JSON: " << q.out;
+    ASSERT_TRUE(line.contains("matches")) << q.out;
+    ASSERT_FALSE(line["matches"].empty()) << q.out;
+    EXPECT_EQ(line["matches"][0]["id"], all[5].stem().string()) << q.out;
+
+    const std::string elsewhere = "cd " + sh_quote(dir.path().string()) + " && SIGHTLINE_SHARE=" +
+                                  sh_quote((dir / "empty").string()) + " SIGHTLINE_DATA=" +
+                                  sh_quote((dir / "data").string()) + " " + sh_quote(SIGHTLINE_CLI);
+    RunResult refused = run(elsewhere + " query query.jpg" + log);
+    EXPECT_NE(refused.status, 0);
+    EXPECT_THAT(read_text(dir / "stderr.log"), HasSubstr("vocabulary 'surf-default.voc' is not in storage 'vocab'"));
+}
+
 }  // namespace
 
 // Between phone_photo (the vocabulary index's first look finds 19 of 20) and hard_photo (neither
@@ -478,8 +519,8 @@ TEST(Cli, SurfFeaturesAreTheSameWithAndWithoutAvx2) {
 }
 
 TEST(Rectify, FindsHardPhotosTheFirstLookMisses) {
-    Host& on = host_for("default.yaml");
-    Host& off = host_for("default.yaml", {"pipelines.surf.verify.rectify_min_inliers=0"});
+    Host& on = host_for("surf.yaml");
+    Host& off = host_for("surf.yaml", {"pipelines.surf.verify.rectify_min_inliers=0"});
     EXPECT_EQ(on.pipeline().settings().verify.rectify_min_inliers, 5);
     const auto items = gallery_part();
     for (const QueryCase& q : {QueryCase{9, 11}, QueryCase{10, 12}}) {
@@ -515,10 +556,7 @@ double rectifications(Host& h) { return surf_counter(h, "verify_rectifications_t
 // Through the vocabulary index, every item twice: as itself and as "copy-" + its name. The two rank
 // first and second alike, so where the first look fails, both need a second look.
 Host& vocab_host_with_copies(const std::vector<std::string>& overrides) {
-    std::vector<std::string> all{"storages.vocab.root=" +
-                                 yq(source_dir() / "config" / "vocabularies")};
-    all.insert(all.end(), overrides.begin(), overrides.end());
-    Host& h = host_for("scale-vocab-surf.yaml", all);
+    Host& h = host_for("default.yaml", overrides);
     const auto items = gallery_part();
     if (h.pipeline().size() == items.size()) {
         for (const auto& p : items)
@@ -546,7 +584,7 @@ void middling_results(Host& a, Host& b, std::vector<std::array<Result, 2>>& out)
 // are enough for them; photos of other things through the vocabulary index, whose chance
 // candidates often have 5-9 inliers, get a second look for at most one candidate each.
 TEST(Rectify, OnlyTheFirstCandidatesGetTheSecondLook) {
-    Host& two = host_for("default.yaml", {"pipelines.surf.verify.rectify_candidates=2"});
+    Host& two = host_for("surf.yaml", {"pipelines.surf.verify.rectify_candidates=2"});
     EXPECT_EQ(two.pipeline().settings().verify.rectify_candidates, 2u);
     const auto items = gallery_part();
     for (const QueryCase& q : {QueryCase{9, 11}, QueryCase{10, 12}}) {
@@ -613,13 +651,10 @@ TEST(Rectify, HardPhotosOfOtherThingsDoNotMatch) {
 // With rematch off no descriptors are kept in memory; the second look then matches the rectified
 // photo through the index's word matches (Index::match_item) and still only where they land.
 TEST(Rectify, LooksAgainThroughTheIndexWhenNoDescriptorsAreKept) {
-    const std::string vocab = "storages.vocab.root=" + yq(source_dir() / "config" / "vocabularies");
     // Not confirming: its second looks would match the stored descriptors instead (verify.confirm).
     const std::string index_only = "pipelines.surf.verify.confirm=false";
-    Host& on = host_for("scale-vocab-surf.yaml",
-                        {vocab, index_only, "pipelines.surf.verify.rectify_min_inliers=5"});
-    Host& off = host_for("scale-vocab-surf.yaml",
-                         {vocab, index_only, "pipelines.surf.verify.rectify_min_inliers=0"});
+    Host& on = host_for("default.yaml", {index_only, "pipelines.surf.verify.rectify_min_inliers=5"});
+    Host& off = host_for("default.yaml", {index_only, "pipelines.surf.verify.rectify_min_inliers=0"});
     ASSERT_FALSE(on.pipeline().settings().verify.rematch);
     const auto items = gallery_part();
     // Measured 6 of 20 with the first look alone, 12 with the second.
@@ -647,8 +682,8 @@ TEST(Rectify, LooksAgainThroughTheIndexWhenNoDescriptorsAreKept) {
 // recognised, its inliers all inside that part; verify.min_inlier_area above a quarter refuses it,
 // as it refuses chance fits on one small patch of repeated structure.
 TEST(Verify, MinInlierAreaRefusesFitsOnASmallPartOfTheReference) {
-    Host& plain = host_for("default.yaml");
-    Host& strict = host_for("default.yaml", {"pipelines.surf.verify.min_inlier_area=0.3"});
+    Host& plain = host_for("surf.yaml");
+    Host& strict = host_for("surf.yaml", {"pipelines.surf.verify.min_inlier_area=0.3"});
     EXPECT_EQ(plain.pipeline().settings().verify.min_inlier_area, 0.0);
     EXPECT_EQ(strict.pipeline().settings().verify.min_inlier_area, 0.3);
     const auto items = gallery_part();
@@ -682,10 +717,8 @@ TEST(Verify, MinInlierAreaRefusesFitsOnASmallPartOfTheReference) {
 // descriptors are moved one keypoint along, the word matches still fit but are confirmed nowhere,
 // in the first look or the second.
 TEST(Verify, ConfirmChecksWordMatchesAgainstTheStoredDescriptors) {
-    const std::string vocab = "storages.vocab.root=" + yq(source_dir() / "config" / "vocabularies");
-    Host& plain = host_for("scale-vocab-surf.yaml", {vocab, "pipelines.surf.verify.confirm=false"});
-    Host& confirming =
-        host_for("scale-vocab-surf.yaml", {vocab, "pipelines.surf.verify.confirm=true"});
+    Host& plain = host_for("default.yaml", {"pipelines.surf.verify.confirm=false"});
+    Host& confirming = host_for("default.yaml", {"pipelines.surf.verify.confirm=true"});
     ASSERT_FALSE(plain.pipeline().settings().verify.confirm);
     ASSERT_TRUE(confirming.pipeline().settings().verify.confirm);
     const auto items = gallery_part();

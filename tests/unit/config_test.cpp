@@ -219,6 +219,22 @@ TEST(ConfigEnv, DefaultAndSetVariablesExpand) {
     ::unsetenv("SIGHTLINE_TEST_SET_VAR");
 }
 
+// The shipped configs name their data files (vocabularies) under ${SIGHTLINE_SHARE}: unset, it is
+// the share/sightline directory beside the running executable's bin/, where the build puts them.
+TEST(ConfigEnv, SightlineShareDefaultsToTheDirectoryBesideTheExecutable) {
+    ::unsetenv("SIGHTLINE_SHARE");
+    auto c = load_config_text("a: \"${SIGHTLINE_SHARE}/vocabularies\"\n", "share.yaml");
+    const fs::path exe_dir = fs::canonical("/proc/self/exe").parent_path();
+    EXPECT_EQ(share_dir(), (exe_dir.parent_path() / "share" / "sightline").string());
+    EXPECT_EQ(c.root["a"].as<std::string>(), share_dir() + "/vocabularies");
+    EXPECT_TRUE(fs::exists(share_dir() + "/vocabularies/surf-default.voc"))
+        << "the build copies config/vocabularies into " << share_dir();
+    ::setenv("SIGHTLINE_SHARE", "/opt/elsewhere", 1);
+    c = load_config_text("a: \"${SIGHTLINE_SHARE}/vocabularies\"\n", "share.yaml");
+    EXPECT_EQ(c.root["a"].as<std::string>(), "/opt/elsewhere/vocabularies");
+    ::unsetenv("SIGHTLINE_SHARE");
+}
+
 TEST(ConfigEnv, MalformedReferencesAreErrorsWithLine) {
     struct Case {
         std::string value, expect;

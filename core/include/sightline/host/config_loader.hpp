@@ -15,6 +15,7 @@ struct LoadedConfig {
 };
 
 // Reads and parses a file; ${VAR} and ${VAR:-default} expand in scalars from the environment.
+// SIGHTLINE_SHARE, when the environment does not set it, is share_dir().
 LoadedConfig load_config_file(const std::string& path);
 LoadedConfig load_config_text(const std::string& text, const std::string& name);
 // "a.b.c=value": the value is parsed as YAML, so lists ("[x, y]") and numbers work.
@@ -25,6 +26,10 @@ void apply_override(LoadedConfig& config, const std::string& assignment);
 // (nested sections, "type"). Messages are appended to `errors`.
 void validate_section(const YAML::Node& node, ConfigSchema schema, const std::string& file, const std::string& path,
                       const std::vector<std::string>& also_allowed, std::vector<std::string>& errors);
+
+// <directory of the running executable>/../share/sightline: where the build tree and `cmake
+// --install` put the data files the shipped configs name (vocabularies), beside bin/ and plugins.
+std::string share_dir();
 
 // "config.yaml:12" for a node.
 std::string where(const std::string& file, const YAML::Node& node);
