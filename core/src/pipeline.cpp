@@ -710,25 +710,25 @@ Pipeline::FirstLook Pipeline::first_look(const Candidate& candidate, const Featu
         return reject("fewer correspondences than min_inliers");
     HomographyFit fit = fit_homography(c.correspondences, v);
     if (fit.H.empty()) return reject("no homography");
+    // Weak: worth a second look, with `reference` (the item, or it with its read descriptors).
+    auto weak = [&](std::shared_ptr<const ItemInfo> reference) {
+        look.item = std::move(reference);
+        look.candidate = cp == &rematched ? std::move(rematched) : candidate;
+        look.fit = std::move(fit);
+        return look;
+    };
     if (fit.inliers < v.min_inliers || fit.ratio() < v.min_inlier_ratio) {
         log_->debug("candidate {}: {} inliers of {} correspondences", c.id, fit.inliers,
                     c.correspondences.size());
         if (!rectify) return reject("too few inliers");
-        look.item = std::move(item);
-        look.candidate = cp == &rematched ? std::move(rematched) : candidate;
-        look.fit = std::move(fit);
-        return look;
+        return weak(std::move(item));
     }
     if (confirming(info)) {
         if (auto ref = with_descriptors(c.id, item)) {
-            const int confirmed = confirmed_inliers(c, fit, query, *ref);
-            if (confirmed < v.min_inliers) {
+            if (confirmed_inliers(c, fit, query, *ref) < v.min_inliers) {
                 if (!rectify)
                     return reject("too few inliers confirmed by the reference's descriptors");
-                look.item = std::move(ref);
-                look.candidate = cp == &rematched ? std::move(rematched) : candidate;
-                look.fit = std::move(fit);
-                return look;
+                return weak(std::move(ref));
             }
         }
     }
