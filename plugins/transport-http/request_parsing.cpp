@@ -258,7 +258,8 @@ std::string normalise_metadata(std::string_view text, const ParseLimits& limits)
         std::string why = e.what();
         if (auto end = why.find("] "); why.rfind("[json.exception.", 0) == 0 && end != std::string::npos)
             why = why.substr(end + 2);
-        bad_request("metadata is not JSON: " + why);
+        // The parser quotes the bytes it stopped at, which may be anything the client sent.
+        bad_request("metadata is not JSON: " + escaped(why));
     }
     if (!parsed.is_object()) bad_request(std::string("metadata must be a JSON object, found ") + json_kind(parsed));
     try {
@@ -380,5 +381,168 @@ bool is_valid_utf8(std::string_view s) {
     }
     return true;
 }
+
+std::string escaped(std::string_view s, std::size_t max) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(std::min(s.size(), max) + 8);
+    for (char ch : s.substr(0, max)) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c == '\\') {
+            out += "\\\\";
+        } else if (c >= 32 && c < 127) {
+            out += ch;
+        } else {
+            out += "\\x";
+            out += kHex[c >> 4];
+            out += kHex[c & 15];
+        }
+    }
+    if (s.size() > max) out += "...";
+    return out;
+}
+
+std::string percent_decode(std::string_view s, bool plus_is_space) {
+    auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+            out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+            i += 2;
+        } else if (plus_is_space && s[i] == '+') {
+            out += ' ';
+        } else {
+            out += s[i];
+        }
+    }
+    return out;
+}
+
+Target parse_target(std::string_view target) {
+    Target t;
+    const auto question = target.find('?');
+    t.path = percent_decode(target.substr(0, question), false);
+    if (question == std::string_view::npos) return t;
+    std::string_view rest = target.substr(question + 1);
+    if (auto hash = rest.find('#'); hash != std::string_view::npos) rest = rest.substr(0, hash);
+    while (!rest.empty()) {
+        const auto amp = rest.find('&');
+        const std::string_view pair = rest.substr(0, amp);
+        rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+        if (pair.empty()) continue;
+        const auto eq = pair.find('=');
+        t.query.emplace_back(percent_decode(pair.substr(0, eq), true),
+                             eq == std::string_view::npos ? std::string() : percent_decode(pair.substr(eq + 1), true));
+    }
+    return t;
+}
+
+namespace {
+
+// One parameter of a Content-Disposition header: name="a b", name=token; nullopt when absent.
+std::optional<std::string> disposition_param(std::string_view header, std::string_view wanted) {
+    std::size_t i = header.find(';');
+    while (i != std::string_view::npos && i < header.size()) {
+        ++i;
+        while (i < header.size() && (header[i] == ' ' || header[i] == '\t')) ++i;
+        const auto eq = header.find('=', i);
+        if (eq == std::string_view::npos) return std::nullopt;
+        const std::string key = lower(trim(header.substr(i, eq - i)));
+        std::size_t v = eq + 1;
+        while (v < header.size() && (header[v] == ' ' || header[v] == '\t')) ++v;
+        std::string value;
+        if (v < header.size() && header[v] == '"') {
+            ++v;
+            bool closed = false;
+            for (; v < header.size(); ++v) {
+                if (header[v] == '\\' && v + 1 < header.size()) {
+                    value += header[++v];
+                } else if (header[v] == '"') {
+                    closed = true;
+                    ++v;
+                    break;
+                } else {
+                    value += header[v];
+                }
+            }
+            if (!closed) bad_request("the multipart body is malformed: an unterminated quoted string in Content-Disposition");
+            i = header.find(';', v);
+        } else {
+            const auto end = header.find(';', v);
+            value = std::string(trim(header.substr(v, end == std::string_view::npos ? std::string_view::npos : end - v)));
+            i = end;
+        }
+        if (key == wanted) return value;
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<FormPart> parse_multipart(std::string_view body, std::string_view boundary, std::size_t max_parts,
+                                      const PartCap& part_cap) {
+    static const std::string kMalformed = "the multipart/form-data body is malformed or cut short";
+    if (boundary.empty() || boundary.size() > 200)
+        bad_request("the multipart/form-data Content-Type needs a boundary parameter of 1-200 characters");
+    const std::string delimiter = "--" + std::string(boundary);
+    const std::string next_delimiter = "\r\n" + delimiter;
+    std::vector<FormPart> parts;
+    std::size_t pos = body.find(delimiter);  // anything before it is a preamble, ignored
+    if (pos == std::string_view::npos || (pos != 0 && (pos < 2 || body.substr(pos - 2, 2) != "\r\n")))
+        bad_request(kMalformed + " (no opening boundary)");
+    pos += delimiter.size();
+    while (true) {
+        if (body.substr(pos, 2) == "--") return parts;  // the closing delimiter; an epilogue is ignored
+        while (pos < body.size() && (body[pos] == ' ' || body[pos] == '\t')) ++pos;
+        if (body.substr(pos, 2) != "\r\n") bad_request(kMalformed);
+        pos += 2;
+        FormPart part;
+        bool named = false;
+        // Header lines up to an empty line.
+        while (true) {
+            const auto eol = body.find("\r\n", pos);
+            if (eol == std::string_view::npos) bad_request(kMalformed + " (a field's headers do not end)");
+            const std::string_view line = body.substr(pos, eol - pos);
+            pos = eol + 2;
+            if (line.empty()) break;
+            if (line.size() > 8192) bad_request(kMalformed + " (a field header line is over 8192 bytes)");
+            const auto colon = line.find(':');
+            if (colon == std::string_view::npos) bad_request(kMalformed + " (a field header line has no ':')");
+            const std::string name = lower(trim(line.substr(0, colon)));
+            const std::string_view value = trim(line.substr(colon + 1));
+            if (name == "content-disposition") {
+                if (lower(trim(value.substr(0, value.find(';')))) != "form-data")
+                    bad_request("a multipart field's Content-Disposition is not form-data");
+                auto field = disposition_param(value, "name");
+                if (!field) bad_request("a multipart field has no name in its Content-Disposition");
+                part.name = *field;
+                part.filename = disposition_param(value, "filename").value_or("");
+                named = true;
+            } else if (name == "content-type") {
+                part.content_type = std::string(value);
+            }
+        }
+        if (!named) bad_request("a multipart field has no Content-Disposition: form-data; name=\"...\" header");
+        const auto end = body.find(next_delimiter, pos);
+        if (end == std::string_view::npos) bad_request(kMalformed + " (a field does not end with the boundary)");
+        if (parts.size() >= max_parts)
+            too_large("the multipart body has more than " + std::to_string(max_parts) + " fields");
+        const std::uint64_t cap = part_cap(part.name);
+        if (end - pos > cap)
+            too_large("multipart field '" + escaped(part.name, 64) + "' is over its limit of " + std::to_string(cap) +
+                      " bytes" + (part.name == "image" ? " (limits.max_body_bytes)" : ""));
+        part.content.assign(body.substr(pos, end - pos));
+        parts.push_back(std::move(part));
+        pos = end + next_delimiter.size();
+    }
+}
+
+std::string json_text(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
 
 }  // namespace sightline::http

@@ -3,10 +3,12 @@
 // PUT carried (Content-Type, raw body or multipart fields, query parameters) becomes a recognition
 // Request or a gallery upload, or a RequestError with the HTTP status to answer. Kept apart so that
 // tests/fuzz/fuzz_http_request.cpp can feed it arbitrary input.
+#include <nlohmann/json.hpp>
 #include <sightline/result.hpp>
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -17,7 +19,7 @@
 
 namespace sightline::http {
 
-// One field of a multipart/form-data body, as the HTTP library hands it over.
+// One field of a multipart/form-data body.
 struct FormPart {
     std::string name;
     std::string filename;      // empty for a plain field
@@ -114,5 +116,35 @@ struct ListenAddress {
 ListenAddress parse_listen(std::string_view text);
 
 bool is_valid_utf8(std::string_view s);
+
+// ---- the wire: what the server reads before a handler runs, and what it writes back
+
+// Client text for a message or a log line: printable ASCII as it is, every other byte (control
+// characters, newlines, UTF-8 such as a right-to-left override) as \xNN, a backslash as \\, and at
+// most `max` bytes of the input shown ("..." after). Nothing built from it can forge a log line or
+// break a JSON body.
+std::string escaped(std::string_view s, std::size_t max = 256);
+
+// "%41b+c" -> "Ab+c", or "Ab c" when plus_is_space (query strings); a malformed escape stays as it is.
+std::string percent_decode(std::string_view s, bool plus_is_space);
+
+// A request target "/p%61th?a=1&b" -> path "/path" (decoded), query {{"a", "1"}, {"b", ""}} (decoded,
+// in order; empty pairs skipped).
+struct Target {
+    std::string path;
+    QueryParams query;
+};
+Target parse_target(std::string_view target);
+
+// A multipart/form-data body (RFC 7578) into its fields. Throws RequestError: 400 when it is
+// malformed or cut short, 413 when it has more than max_parts fields or a field is over
+// part_cap(field name) bytes.
+using PartCap = std::function<std::uint64_t(const std::string& name)>;
+std::vector<FormPart> parse_multipart(std::string_view body, std::string_view boundary, std::size_t max_parts,
+                                      const PartCap& part_cap);
+
+// JSON text that never throws: invalid UTF-8 in any string becomes U+FFFD instead of an exception
+// escaping a request handler.
+std::string json_text(const nlohmann::json& j);
 
 }  // namespace sightline::http

@@ -3,7 +3,7 @@
 // what an HTTP request to the transport carried (request_parsing.hpp's Upload):
 //   byte 0            flags: bit 0 = the body was read as multipart/form-data
 //   u16 + bytes       the Content-Type header
-//   u16 + bytes       the query string, "a=1&b=2" (no percent-decoding: cpp-httplib did that)
+//   u16 + bytes       the query string, "a=1&b=2" (already percent-decoded, as parse_target leaves it)
 //   multipart:        parts until the input ends, each: u16 name, u16 filename, u16 content type,
 //                     u32 content (every length is cut to what is left)
 //   otherwise:        the rest of the input is the body

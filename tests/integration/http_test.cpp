@@ -248,7 +248,10 @@ public:
         apply_override(c, "storages.gallery.fsync=false");
         apply_override(c, "limits=" + options_.limits);
         apply_override(c, "logging.level=warn");
-        apply_override(c, "transports=[{type: http, listen: \"" + options_.listen + "\", read_timeout: 2s, threads: 4" +
+        // Short timeouts unless the test sets its own (a repeated YAML key would be ignored).
+        const std::string read_timeout =
+            options_.transport.find("read_timeout") == std::string::npos ? ", read_timeout: 2s" : "";
+        apply_override(c, "transports=[{type: http, listen: \"" + options_.listen + "\", threads: 4" + read_timeout +
                               options_.transport + "}]");
         host_ = std::make_unique<Host>(std::move(c));
         // The transport's own logger: its lines (the port, the access log) are captured.
@@ -947,6 +950,236 @@ TEST(HttpTransport, AccessLogCanBeTurnedOff) {
     ASSERT_TRUE(res);
     ASSERT_EQ(res->status, 200);
     for (const auto& line : s->log().lines()) EXPECT_THAT(line, Not(HasSubstr("GET /healthz")));
+}
+
+// --- hostile clients (issue 22) -----------------------------------------------------------------------
+
+namespace {
+
+// One raw exchange on a fresh connection: what came back until the server closed or `timeout`.
+Received raw_exchange(int port, const std::string& request, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    int fd = connect_to(port);
+    if (fd < 0) return {};
+    send_all(fd, request);
+    Received r = receive(fd, timeout, complete_response);
+    ::close(fd);
+    return r;
+}
+
+void expect_json_error_response(const std::string& response, int status) {
+    EXPECT_EQ(status_of(response), status) << response;
+    json j = json::parse(body_of(response), nullptr, false);
+    ASSERT_TRUE(j.is_object() && j.contains("error")) << response;
+    EXPECT_FALSE(j["error"].value("message", "").empty()) << response;
+}
+
+}  // namespace
+
+// Before: the 404/405 body quoted the decoded path, building the JSON threw on invalid UTF-8 outside
+// any catch, and the process died (terminate, type_error.316).
+TEST(HttpTransport, InvalidUtf8InThePathIsAnErrorAnswerNotACrash) {
+    auto s = started({.transport = std::string(", token: \"") + kToken + "\""});
+    for (const char* line : {"GET /nosuch%FF HTTP/1.1", "GET /%C3 HTTP/1.1", "PATCH /v1/gallery/%FF HTTP/1.1",
+                             "GET /v1/gallery/%FF%FE HTTP/1.1", "DELETE /v1/gallery/%C3%28 HTTP/1.1"}) {
+        SCOPED_TRACE(line);
+        Received r = raw_exchange(s->port(), std::string(line) + "\r\nHost: t\r\n\r\n");
+        const int status = status_of(r.data);
+        EXPECT_TRUE(status == 400 || status == 401 || status == 404 || status == 405) << r.data;
+        expect_json_error_response(r.data, status);
+        auto res = s->client()->Get("/healthz");
+        ASSERT_TRUE(res) << "the server died";
+        EXPECT_EQ(res->status, 200);
+    }
+}
+
+// Before: the parser's message quoted the raw bytes and building the error body failed: 500.
+TEST(HttpTransport, InvalidUtf8InMetadataIs400) {
+    auto s = started({});
+    const std::string image = file_text(gallery_images()[0]);
+    auto res = s->client()->Put("/v1/gallery/item1",
+                                httplib::MultipartFormDataItems{{"image", image, "a.jpg", "image/jpeg"},
+                                                                {"metadata", "{\"t\": \"\xFF\xFE\"}", "", "application/json"}});
+    expect_error(res, 400, "invalid_argument", "metadata is not JSON");
+    expect_error(s->client()->Get("/v1/gallery/item1"), 404, "not_found");
+}
+
+// Before: after an early 401 or 413 the connection stayed open and the body was parsed as the next
+// request (a GET hidden in the body was answered 200).
+TEST(HttpTransport, AfterAnEarlyAnswerTheBodyIsNeverParsed) {
+    auto s = started({.limits = "{max_body_bytes: 100KB, workers: 1, request_timeout: 30s}",
+                      .transport = std::string(", token: \"") + kToken + "\""});
+    const std::string smuggled = "GET /v1/gallery?limit=1 HTTP/1.1\r\nHost: t\r\n\r\n";
+    struct Case {
+        std::string head;
+        int status;
+        bool body_with_head = false;  // a small body sent at once is read by its length and dropped
+    };
+    const std::vector<Case> cases{
+        {"PUT /v1/gallery/x HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nExpect: 100-continue\r\nContent-Length: " +
+             std::to_string(smuggled.size()) + "\r\n\r\n",
+         401},
+        {"PUT /v1/gallery/x HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: " +
+             std::to_string(smuggled.size()) + "\r\n\r\n",
+         401, true},
+        {"POST /v1/recognize HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nExpect: 100-continue\r\n"
+         "Content-Length: 900000\r\n\r\n",
+         413},
+        {"POST /v1/recognize HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 900000\r\n\r\n", 413},
+    };
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.head);
+        int fd = connect_to(s->port());
+        ASSERT_GE(fd, 0);
+        if (c.body_with_head) {
+            ASSERT_TRUE(send_all(fd, c.head + smuggled));
+            Received r = receive(fd, std::chrono::seconds(3));
+            ::close(fd);
+            EXPECT_EQ(status_of(r.data), c.status) << r.data;
+            EXPECT_THAT(r.data, Not(HasSubstr("\"items\""))) << "the body was parsed as a request";
+            EXPECT_EQ(r.data.find("HTTP/1.1 200"), std::string::npos) << r.data;
+            continue;
+        }
+        ASSERT_TRUE(send_all(fd, c.head));
+        Received first = receive(fd, std::chrono::seconds(10), complete_response);
+        EXPECT_EQ(status_of(first.data), c.status) << first.data;
+        // The client sends its body anyway: a request hidden in it.
+        send_all(fd, smuggled);
+        Received rest = receive(fd, std::chrono::seconds(10));
+        ::close(fd);
+        EXPECT_THAT(first.data + rest.data, Not(HasSubstr("\"items\""))) << "the body was parsed as a request";
+        EXPECT_EQ(first.data.find("HTTP/1.1 200"), std::string::npos);
+        EXPECT_EQ(rest.data.find("HTTP/1.1 200"), std::string::npos) << rest.data;
+        EXPECT_TRUE(rest.closed) << "the connection stayed open after an early answer";
+        EXPECT_THAT(first.data, HasSubstr("Connection: close"));
+    }
+}
+
+// Before: a 100 MB body was read whole (13-17 s) before the 413.
+TEST(HttpTransport, AnOversizedContentLengthIsAnsweredBeforeTheBody) {
+    auto s = started({.limits = "{max_body_bytes: 1MB, workers: 1, request_timeout: 30s}"});
+    int fd = connect_to(s->port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, "POST /v1/recognize HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+                             "Content-Length: 100000000\r\n\r\n0123456789"));
+    // No more of the body is sent: the answer must not wait for it.
+    Received r = receive(fd, std::chrono::seconds(5), complete_response);
+    ::close(fd);
+    expect_json_error_response(r.data, 413);
+    EXPECT_THAT(body_of(r.data), HasSubstr("max_body_bytes"));
+}
+
+// Before: one header byte per second on 8 connections (the default thread count) locked every other
+// client out, since cpp-httplib held a thread per connection until it closed.
+TEST(HttpTransport, FiftySlowlorisConnectionsDoNotLockOthersOut) {
+    ServerOptions o;
+    o.items = kItems;
+    o.transport = ", read_timeout: 60s, idle_timeout: 60s";
+    auto s = started(o);
+    const std::string photo = jpeg_string(easy_photo(gallery_images()[kQueryItem]));
+    // The normal time first.
+    auto t0 = Clock::now();
+    auto res = s->client()->Post("/v1/recognize", photo, "image/jpeg");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    const double normal = std::chrono::duration<double>(Clock::now() - t0).count();
+
+    // 50 slowloris connections (a header byte a second) and 10 idle keep-alive ones.
+    std::vector<int> slow;
+    for (int i = 0; i < 50; ++i) {
+        int fd = connect_to(s->port());
+        ASSERT_GE(fd, 0);
+        ASSERT_TRUE(send_all(fd, "POST /v1/recognize HTTP/1.1\r\nHost: t\r\n"));
+        slow.push_back(fd);
+    }
+    for (int i = 0; i < 10; ++i) {
+        int fd = connect_to(s->port());
+        ASSERT_GE(fd, 0);
+        ASSERT_TRUE(send_all(fd, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"));
+        EXPECT_EQ(status_of(receive(fd, std::chrono::seconds(5), complete_response).data), 200);
+        slow.push_back(fd);
+    }
+    std::atomic<bool> done{false};
+    std::thread dribble([&] {
+        for (int tick = 0; tick < 30 && !done; ++tick) {
+            for (std::size_t i = 0; i < 50; ++i) send_all(slow[i], "X");
+            std::this_thread::sleep_for(std::chrono::seconds(1));
+        }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+
+    auto c = s->client();
+    c->set_read_timeout(20, 0);
+    t0 = Clock::now();
+    res = c->Get("/healthz");
+    const double health = std::chrono::duration<double>(Clock::now() - t0).count();
+    ASSERT_TRUE(res) << "healthz did not answer while slow clients were connected";
+    EXPECT_EQ(res->status, 200);
+    EXPECT_LT(health, 2.0);
+    t0 = Clock::now();
+    res = c->Post("/v1/recognize", photo, "image/jpeg");
+    const double recognize = std::chrono::duration<double>(Clock::now() - t0).count();
+    ASSERT_TRUE(res) << "recognize did not answer while slow clients were connected";
+    EXPECT_EQ(res->status, 200) << res->body;
+    // The slow clients cost no handler thread: the same order of time as without them.
+    EXPECT_LT(recognize, 3 * normal + 2.0) << "normal " << normal << " s";
+    done = true;
+    dribble.join();
+    // They are all still open (none was refused or served): the server holds them without threads.
+    auto metrics = c->Get("/metrics");
+    ASSERT_TRUE(metrics);
+    EXPECT_THAT(metrics->body, testing::ContainsRegex("sightline_http_open_connections 6[0-9]"));
+    for (int fd : slow) ::close(fd);
+}
+
+TEST(HttpTransport, ConnectionLimitsAnswer503AndIdleConnectionsClose) {
+    auto s = started({.transport = ", max_connections_per_client: 3, idle_timeout: 1s"});
+    std::vector<int> held;
+    for (int i = 0; i < 3; ++i) {
+        int fd = connect_to(s->port());
+        ASSERT_GE(fd, 0);
+        held.push_back(fd);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    Received refused = raw_exchange(s->port(), "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect_json_error_response(refused.data, 503);
+    EXPECT_THAT(body_of(refused.data), HasSubstr("max_connections_per_client"));
+    // Idle connections are closed after idle_timeout, which frees the slots.
+    for (int fd : held) {
+        Received r = receive(fd, std::chrono::seconds(5));
+        EXPECT_TRUE(r.closed);
+        EXPECT_LT(r.seconds, 3.0);
+        ::close(fd);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto res = s->client()->Get("/healthz");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+    auto metrics = s->client()->Get("/metrics");
+    ASSERT_TRUE(metrics);
+    EXPECT_THAT(metrics->body,
+                HasSubstr("sightline_http_connections_refused_total{limit=\"max_connections_per_client\"} 1\n"));
+    EXPECT_THAT(metrics->body, HasSubstr("sightline_http_timeouts_total{phase=\"idle\"} 3\n"));
+}
+
+// Before: a %0A in the path wrote a fake line into the access log; NUL and a right-to-left
+// override were logged raw.
+TEST(HttpTransport, ClientTextCannotForgeLogLines) {
+    auto s = started({});
+    auto c = s->client();
+    c->set_url_encode(false);
+    c->Get("/x%0A%5B2026-12-08%2001:05:00.000%5D%20%5Btransport-http%5D%20%5Binfo%5D%20DELETE%20/v1/gallery/beach0%20204");
+    c->Get("/y%00z%E2%80%AEgpj.exe");
+    raw_exchange(s->port(), "GET /raw\x01\x7F HTTP/1.1\r\nHost: t\r\n\r\n");
+    bool saw_escaped = false;
+    for (const auto& line : s->log().lines()) {
+        EXPECT_EQ(line.find('\n'), std::string::npos) << line;
+        EXPECT_EQ(line.find('\r'), std::string::npos) << line;
+        EXPECT_EQ(line.find('\0'), std::string::npos) << line;
+        EXPECT_EQ(line.find("\xE2\x80\xAE"), std::string::npos) << line;
+        for (unsigned char ch : line) EXPECT_TRUE(ch >= 32 && ch < 127) << line;
+        if (line.find("%0A%5B2026") != std::string::npos) saw_escaped = true;
+    }
+    EXPECT_TRUE(saw_escaped) << s->log().text();
 }
 
 // --- lifecycle --------------------------------------------------------------------------------------
