@@ -418,6 +418,15 @@ Host::~Host() {
     // plugin objects, then libraries.
     transports_.clear();
     workers_.reset();
+    // Also on a way out by an exception: what a sink still buffers is written before it goes.
+    // After a normal shutdown this flush finds nothing left.
+    for (const auto& s : sinks_) {
+        try {
+            s.sink->flush();
+        } catch (const std::exception& e) {
+            make_logger("host")->error("{}: flush failed: {}", s.name, e.what());
+        }
+    }
     sinks_.clear();
     pipelines_.clear();
     gallery_.reset();

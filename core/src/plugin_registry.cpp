@@ -9,6 +9,134 @@ namespace fs = std::filesystem;
 
 namespace sightline::host {
 
+namespace {
+
+// Host-side stand-ins for plugin objects: each forwards to the plugin's object through
+// call_plugin, so every call into the library is wrapped in one place.
+class GuardedExtractor final : public FeatureExtractor {
+public:
+    GuardedExtractor(std::shared_ptr<FeatureExtractor> inner, std::string name)
+        : inner_(std::move(inner)), name_(std::move(name)) {}
+    Features extract(const cv::Mat& gray) const override {
+        return call_plugin(name_, [&] { return inner_->extract(gray); });
+    }
+    DescriptorInfo descriptor_info() const override {
+        return call_plugin(name_, [&] { return inner_->descriptor_info(); });
+    }
+    std::string signature() const override { return call_plugin(name_, [&] { return inner_->signature(); }); }
+    std::string descriptor_signature() const override {
+        return call_plugin(name_, [&] { return inner_->descriptor_signature(); });
+    }
+
+private:
+    std::shared_ptr<FeatureExtractor> inner_;
+    std::string name_;
+};
+
+class GuardedIndex final : public Index {
+public:
+    GuardedIndex(std::shared_ptr<Index> inner, std::string name) : inner_(std::move(inner)), name_(std::move(name)) {}
+    void add(const std::string& id, const Features& features) override {
+        call_plugin(name_, [&] { inner_->add(id, features); });
+    }
+    bool remove(const std::string& id) override { return call_plugin(name_, [&] { return inner_->remove(id); }); }
+    std::vector<Candidate> search(const Features& query, std::size_t k) const override {
+        return call_plugin(name_, [&] { return inner_->search(query, k); });
+    }
+    std::size_t size() const override { return call_plugin(name_, [&] { return inner_->size(); }); }
+    void save(std::ostream& out) const override { call_plugin(name_, [&] { inner_->save(out); }); }
+    void load(std::istream& in) override { call_plugin(name_, [&] { inner_->load(in); }); }
+    bool can_match_item() const override { return call_plugin(name_, [&] { return inner_->can_match_item(); }); }
+    std::vector<Correspondence> match_item(const std::string& id, const Features& query) const override {
+        return call_plugin(name_, [&] { return inner_->match_item(id, query); });
+    }
+
+private:
+    std::shared_ptr<Index> inner_;
+    std::string name_;
+};
+
+class GuardedStorage final : public Storage {
+public:
+    GuardedStorage(std::shared_ptr<Storage> inner, std::string name)
+        : inner_(std::move(inner)), name_(std::move(name)) {}
+    void put(const std::string& key, std::span<const std::uint8_t> bytes) override {
+        call_plugin(name_, [&] { inner_->put(key, bytes); });
+    }
+    std::optional<Bytes> get(const std::string& key) const override {
+        return call_plugin(name_, [&] { return inner_->get(key); });
+    }
+    bool remove(const std::string& key) override { return call_plugin(name_, [&] { return inner_->remove(key); }); }
+    bool exists(const std::string& key) const override {
+        return call_plugin(name_, [&] { return inner_->exists(key); });
+    }
+    std::vector<std::string> list(const std::string& prefix) const override {
+        return call_plugin(name_, [&] { return inner_->list(prefix); });
+    }
+
+private:
+    std::shared_ptr<Storage> inner_;
+    std::string name_;
+};
+
+class GuardedTransport final : public Transport {
+public:
+    GuardedTransport(std::shared_ptr<Transport> inner, std::string name)
+        : inner_(std::move(inner)), name_(std::move(name)) {}
+    void start(Service& service) override { call_plugin(name_, [&] { inner_->start(service); }); }
+    void stop(std::chrono::milliseconds drain_deadline) override {
+        call_plugin(name_, [&] { inner_->stop(drain_deadline); });
+    }
+
+private:
+    std::shared_ptr<Transport> inner_;
+    std::string name_;
+};
+
+class GuardedSink final : public ResultSink {
+public:
+    GuardedSink(std::shared_ptr<ResultSink> inner, std::string name)
+        : inner_(std::move(inner)), name_(std::move(name)) {}
+    void publish(const Event& event) override { call_plugin(name_, [&] { inner_->publish(event); }); }
+    void flush() override { call_plugin(name_, [&] { inner_->flush(); }); }
+
+private:
+    std::shared_ptr<ResultSink> inner_;
+    std::string name_;
+};
+
+template <class Base, class Guard>
+std::shared_ptr<Plugin> guard_as(const std::shared_ptr<Plugin>& object, const std::string& name) {
+    auto* typed = dynamic_cast<Base*>(object.get());
+    if (!typed) return nullptr;
+    return std::make_shared<Guard>(std::shared_ptr<Base>(object, typed), name);
+}
+
+std::shared_ptr<Plugin> guard(const std::shared_ptr<Plugin>& object, PluginKind kind, const std::string& name) {
+    switch (kind) {
+        case PluginKind::features: return guard_as<FeatureExtractor, GuardedExtractor>(object, name);
+        case PluginKind::index: return guard_as<Index, GuardedIndex>(object, name);
+        case PluginKind::storage: return guard_as<Storage, GuardedStorage>(object, name);
+        case PluginKind::transport: return guard_as<Transport, GuardedTransport>(object, name);
+        case PluginKind::sink: return guard_as<ResultSink, GuardedSink>(object, name);
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+void rethrow_as_host_error(const std::string& plugin) {
+    try {
+        throw;
+    } catch (const Error& e) {
+        throw Error(e.code(), e.what());
+    } catch (const std::exception& e) {
+        throw Error(ErrorCode::internal, plugin + ": " + e.what());
+    } catch (...) {
+        throw Error(ErrorCode::internal, plugin + ": failed with an exception that is not a std::exception");
+    }
+}
+
 std::string LoadedPlugin::full_name() const { return std::string(to_string(manifest->kind)) + "-" + manifest->name; }
 
 std::string plugin_file_name(PluginKind kind, const std::string& name) {
@@ -120,19 +248,21 @@ std::shared_ptr<Plugin> PluginRegistry::create_plugin(const LoadedPlugin& plugin
     if (plugin.manifest->kind != kind)
         throw Error(ErrorCode::invalid_argument,
                     plugin.full_name() + " is a " + to_string(plugin.manifest->kind) + " plugin, not a " + to_string(kind));
+    const std::string name = plugin.full_name();
     std::unique_ptr<Plugin> object;
     try {
         object.reset(plugin.manifest->create(context));
-    } catch (const Error&) {
-        throw;
-    } catch (const std::exception& e) {
-        throw Error(ErrorCode::internal, plugin.full_name() + ": construction failed: " + e.what());
+    } catch (...) {
+        rethrow_as_host_error(name + ": construction failed");
     }
-    if (!object) throw Error(ErrorCode::internal, plugin.full_name() + ": factory returned nothing");
+    if (!object) throw Error(ErrorCode::internal, name + ": factory returned nothing");
     // The deleter owns a reference to the library, so the code the object's vtable points into
     // stays mapped for as long as the object (Boost.DLL tutorial 8).
     auto library = plugin.library;
-    return std::shared_ptr<Plugin>(object.release(), [library](Plugin* p) { std::unique_ptr<Plugin>{p}; });
+    std::shared_ptr<Plugin> held(object.release(), [library](Plugin* p) { std::unique_ptr<Plugin>{p}; });
+    auto guarded = guard(held, kind, name);
+    if (!guarded) throw Error(ErrorCode::internal, name + ": factory returned an object of the wrong kind");
+    return guarded;
 }
 
 }  // namespace sightline::host

@@ -194,6 +194,55 @@ TEST(PluginRegistry, WrongKindIsRefused) {
     EXPECT_THAT(e.what(), HasSubstr("features-orb is a features plugin, not a")) << e.what();
 }
 
+// Whether `file` is mapped into this process (its library is loaded).
+bool library_is_mapped(const fs::path& file) {
+    const std::string real = fs::canonical(file).string();
+    std::ifstream maps("/proc/self/maps");
+    for (std::string line; std::getline(maps, line);)
+        if (line.size() >= real.size() && line.compare(line.size() - real.size(), real.size(), real) == 0) return true;
+    return false;
+}
+
+// Issue 22: an exception thrown inside a plugin was read after its library had been unloaded (a
+// crash instead of the message). The host copies it into an Error of its own at the call.
+TEST(PluginCalls, AnErrorFromAPluginIsReadableAfterItsLibraryIsUnloaded) {
+    const fs::path file = fixture_good_dir() / "libsightline_features_throwing.so";
+    ASSERT_TRUE(fs::exists(file)) << file;
+    cv::Mat gray(64, 64, CV_8U, cv::Scalar(0));
+    for (const std::string throw_in : {"create", "extract"}) {
+        for (const std::string throw_as : {"own", "error"}) {
+            SCOPED_TRACE(throw_in + ", " + throw_as);
+            std::exception_ptr failure;
+            {
+                PluginRegistry registry({fixture_good_dir()});
+                registry.load_all();
+                const LoadedPlugin& plugin = registry.get(PluginKind::features, "throwing");
+                YAML::Node node = YAML::Load("{type: throwing, message: 'the fixture says no', throw_in: " + throw_in +
+                                             ", throw_as: " + throw_as + "}");
+                MinimalContext ctx(Config(node, "t.yaml", "features", plugin.schema()));
+                try {
+                    auto extractor = registry.create<PluginKind::features>(plugin, ctx);
+                    (void)extractor->extract(gray);
+                } catch (...) {
+                    failure = std::current_exception();
+                }
+                ASSERT_TRUE(library_is_mapped(file));
+            }
+            // Otherwise this test would prove nothing.
+            ASSERT_FALSE(library_is_mapped(file)) << "the fixture library was not unloaded";
+            ASSERT_TRUE(failure) << "nothing was thrown";
+            Error e = capture_error([&] { std::rethrow_exception(failure); });
+            EXPECT_THAT(e.what(), HasSubstr("the fixture says no"));
+            if (throw_as == "error") {
+                EXPECT_EQ(e.code(), ErrorCode::unavailable);
+            } else {
+                EXPECT_EQ(e.code(), ErrorCode::internal);
+                EXPECT_THAT(e.what(), HasSubstr("features-throwing")) << e.what();
+            }
+        }
+    }
+}
+
 // DESIGN.md: "core/ names no concrete plugin (a test greps for it)". Comments are documentation
 // and are skipped; code and string literals are not. config/ holds the default config, and the
 // embedded copy is generated into the build tree, so neither is scanned.

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <deque>
+#include <utility>
 #include <vector>
 
 namespace sightline::host {
@@ -27,6 +28,21 @@ struct RefusedPlugin {
 // "libsightline_<kind>_<name>.so", dashes in the name becoming underscores.
 std::string plugin_file_name(PluginKind kind, const std::string& name);
 
+// Throws, from inside a catch block, an Error built by the host in place of the exception being
+// handled: same code and message for an Error, ErrorCode::internal naming `plugin` for anything
+// else. The copy stays readable after the plugin's library is unloaded; the original would not
+// (its vtable and type_info live in the library).
+[[noreturn]] void rethrow_as_host_error(const std::string& plugin);
+
+// Runs one call into a plugin; whatever it throws leaves as a host-owned Error.
+template <class F> decltype(auto) call_plugin(const std::string& plugin, F&& f) {
+    try {
+        return std::forward<F>(f)();
+    } catch (...) {
+        rethrow_as_host_error(plugin);
+    }
+}
+
 // Owns every plugin library. Libraries are loaded once, from one thread, and none is unloaded
 // while the registry lives; every object it creates also holds its library.
 class PluginRegistry {
@@ -47,6 +63,8 @@ public:
     const std::vector<std::filesystem::path>& search_paths() const { return paths_; }
 
     // Calls the plugin's factory; the result keeps the library loaded for as long as it lives.
+    // Every call through it (the factory's too) is made through call_plugin, so no exception of
+    // the plugin's own reaches the caller.
     template <PluginKind K> std::shared_ptr<kind_base_t<K>> create(const LoadedPlugin& plugin, Context& context) const {
         auto holder = create_plugin(plugin, K, context);
         auto* typed = dynamic_cast<kind_base_t<K>*>(holder.get());
