@@ -146,4 +146,35 @@ TEST(CliServe, PortInUseIsAClearErrorNotACrash) {
     EXPECT_FALSE(line.empty()) << "no stderr line names " << listen << " and 'in use'\n" << r.describe();
 }
 
+// Issue 22: a library that is not a plugin, earlier in plugins.paths than the real plugin of its
+// name, was passed over in silence; the user sees a warning naming both files.
+TEST(CliPlugins, ANonPluginShadowingARealOneIsWarnedAbout) {
+    TempDir dir("sightline-cli-shadow");
+    const fs::path shadow_dir = dir / "mine";
+    fs::create_directories(shadow_dir);
+    fs::copy_file(fixture_bad_dir() / "libsightline_features_notaplugin.so",
+                  shadow_dir / "libsightline_features_orb.so");
+    const fs::path config = write_config(dir);
+    const std::string paths = "plugins.paths=[" + yq(shadow_dir) + ", " + yq(plugin_dir()) + "]";
+    CliResult r = run_cli({"--config", config.string(), "--set", paths, "config", "check"}, dir.path());
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << r.describe();
+    EXPECT_THAT(r.err, HasSubstr("warn")) << r.describe();
+    EXPECT_THAT(r.err, HasSubstr((shadow_dir / "libsightline_features_orb.so").string())) << r.describe();
+    EXPECT_THAT(r.err, HasSubstr((plugin_dir() / "libsightline_features_orb.so").string())) << r.describe();
+}
+
+// Issue 22: a truncated copy of a plugin crashed every command in dlopen (SIGBUS).
+TEST(CliPlugins, ATruncatedPluginIsRefusedNotACrash) {
+    TempDir dir("sightline-cli-truncated");
+    const fs::path cut_dir = dir / "cut";
+    const Bytes all = read_bytes(plugin_dir() / "libsightline_features_orb.so");
+    write_bytes(cut_dir / "libsightline_features_orb.so", Bytes(all.begin(), all.begin() + 20000));
+    const fs::path config = write_config(dir);
+    const std::string paths = "plugins.paths=[" + yq(cut_dir) + ", " + yq(plugin_dir()) + "]";
+    CliResult r = run_cli({"--config", config.string(), "--set", paths, "plugins"}, dir.path());
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << r.describe();
+    EXPECT_THAT(r.out, HasSubstr((cut_dir / "libsightline_features_orb.so").string() + " is not a sightline plugin"))
+        << r.describe();
+}
+
 }  // namespace

@@ -3,8 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <spdlog/sinks/ostream_sink.h>
+
 #include <fstream>
 #include <regex>
+#include <sstream>
 #include <set>
 
 #include "sightline/host/host.hpp"
@@ -100,6 +103,97 @@ TEST(PluginRegistry, RenamedPluginIsRefused) {
     PluginRegistry registry({});
     Error e = capture_error([&] { registry.load_file(d / "libsightline_features_other.so"); });
     EXPECT_THAT(e.what(), HasSubstr("libsightline_features_orb.so")) << e.what();
+}
+
+// Issue 22: dlopen of a truncated copy of a plugin died of SIGBUS (every command crashed). The
+// ELF headers are read first and the file is refused, named, before dlopen sees it.
+TEST(PluginRegistry, TruncatedLibraryIsRefusedNamingTheFile) {
+    TempDir d;
+    const fs::path real = plugin_dir() / "libsightline_features_orb.so";
+    const Bytes all = read_bytes(real);
+    ASSERT_GT(all.size(), 20000u);
+    const fs::path cut = d / "libsightline_features_orb.so";
+    write_bytes(cut, Bytes(all.begin(), all.begin() + 20000));
+
+    PluginRegistry registry({});
+    Error e = capture_error([&] { registry.load_file(cut); });
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_THAT(e.what(), HasSubstr(cut.string()));
+    EXPECT_THAT(e.what(), HasSubstr("truncated")) << e.what();
+    EXPECT_TRUE(registry.plugins().empty());
+
+    // First in the search path, it is refused and the real plugin after it is used.
+    PluginRegistry both({d.path(), plugin_dir()});
+    both.load_all();
+    const LoadedPlugin* orb = both.find(PluginKind::features, "orb");
+    ASSERT_NE(orb, nullptr);
+    EXPECT_EQ(orb->file, real);
+    ASSERT_FALSE(both.refused().empty());
+    EXPECT_EQ(both.refused().front().file, cut);
+}
+
+TEST(PluginRegistry, ElfHeaderMismatchesAreRefusedNamingTheFile) {
+    TempDir d;
+    const Bytes all = read_bytes(plugin_dir() / "libsightline_features_orb.so");
+    struct Case {
+        const char* what;
+        std::size_t offset;  // into the ELF header
+        std::uint8_t value;
+        const char* expected;
+    };
+    for (const Case& c : {Case{"32-bit class", 4, 1, "64-bit"}, Case{"an executable", 16, 2, "not a shared library"},
+                          Case{"another machine", 18, 40, "machine 40"}}) {
+        SCOPED_TRACE(c.what);
+        Bytes bytes = all;
+        bytes[c.offset] = c.value;
+        if (c.offset == 18) bytes[19] = 0;
+        const fs::path file = d / "libsightline_features_orb.so";
+        write_bytes(file, bytes);
+        PluginRegistry registry({});
+        Error e = capture_error([&] { registry.load_file(file); });
+        EXPECT_THAT(e.what(), HasSubstr(file.string()));
+        EXPECT_THAT(e.what(), HasSubstr("is not a sightline plugin")) << e.what();
+        EXPECT_THAT(e.what(), HasSubstr(c.expected)) << e.what();
+    }
+}
+
+// Issue 22: a library that is not a plugin, earlier in plugins.paths than the real plugin of
+// that file name, was skipped in silence. The warning names both files.
+TEST(PluginRegistry, ANonPluginShadowingARealPluginIsWarnedAboutNamingBothFiles) {
+    TempDir d;
+    const fs::path shadow = d / "libsightline_features_orb.so";
+    const fs::path real = plugin_dir() / "libsightline_features_orb.so";
+    fs::copy_file(fixture_bad_dir() / "libsightline_features_notaplugin.so", shadow);
+    std::ostringstream captured;
+    auto logger = make_logger("plugins");
+    auto capture = std::make_shared<spdlog::sinks::ostream_sink_mt>(captured);
+    logger->sinks().push_back(capture);
+    PluginRegistry registry({d.path(), plugin_dir()});
+    registry.load_all();
+    logger->sinks().pop_back();
+
+    const LoadedPlugin* orb = registry.find(PluginKind::features, "orb");
+    ASSERT_NE(orb, nullptr);
+    EXPECT_EQ(orb->file, real);
+    std::string warning;
+    std::istringstream lines(captured.str());
+    for (std::string line; std::getline(lines, line);)
+        if (line.find(shadow.string()) != std::string::npos) warning = line;
+    ASSERT_FALSE(warning.empty()) << "no warning names " << shadow << "; logged:\n" << captured.str();
+    EXPECT_THAT(warning, HasSubstr("warn"));
+    EXPECT_THAT(warning, HasSubstr(real.string()));
+    EXPECT_THAT(warning, HasSubstr("is not a sightline plugin"));
+
+    // Two copies of a real plugin (an installed one after a build's) are not worth a warning.
+    std::ostringstream quiet;
+    auto capture_quiet = std::make_shared<spdlog::sinks::ostream_sink_mt>(quiet);
+    logger->sinks().push_back(capture_quiet);
+    TempDir copy;
+    fs::copy_file(real, copy / "libsightline_features_orb.so");
+    PluginRegistry twice({plugin_dir(), copy.path()});
+    twice.load_all();
+    logger->sinks().pop_back();
+    EXPECT_EQ(quiet.str(), "");
 }
 
 TEST(PluginRegistry, LoadAllKeepsRefusalsAndGetExplainsThem) {
