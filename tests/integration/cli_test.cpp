@@ -146,6 +146,34 @@ TEST(CliServe, PortInUseIsAClearErrorNotACrash) {
     EXPECT_FALSE(line.empty()) << "no stderr line names " << listen << " and 'in use'\n" << r.describe();
 }
 
+// Issue 22: --log-level warn was applied only after the host was built, so its info lines (the
+// built-in default's vocabulary, say) still reached stderr.
+TEST(CliLogLevel, WarnSilencesInfoLinesFromTheStart) {
+    TempDir dir("sightline-cli-log");
+    const auto images = gallery_images();
+    ASSERT_FALSE(images.empty());
+    const std::vector<std::string> env{"SIGHTLINE_DATA=" + (dir / "data").string(), "SIGHTLINE_SHARE="};
+    // Without the flag the same run logs at info (so the checks below can fail).
+    CliResult info = run_cli({"query", images[0].string()}, dir.path(), env);
+    ASSERT_EQ(info.exit_code, std::optional<int>(0)) << info.describe();
+    ASSERT_THAT(info.err, HasSubstr("[info]")) << info.describe();
+
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"--log-level", "warn", "query", images[0].string()},
+          std::vector<std::string>{"query", images[0].string(), "--log-level", "warn"},
+          std::vector<std::string>{"--log-level", "warn", "config", "check"}}) {
+        CliResult r = run_cli(args, dir.path(), env);
+        ASSERT_EQ(r.exit_code, std::optional<int>(0)) << r.describe();
+        EXPECT_THAT(r.err, Not(HasSubstr("[info]"))) << r.describe();
+    }
+    // A config file's own logging.level does not override the flag.
+    const fs::path config = write_config(dir, "logging: { level: debug }\n");
+    CliResult r = run_cli({"--config", config.string(), "--log-level", "warn", "query", images[0].string()}, dir.path());
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << r.describe();
+    EXPECT_THAT(r.err, Not(HasSubstr("[info]"))) << r.describe();
+    EXPECT_THAT(r.err, Not(HasSubstr("[debug]"))) << r.describe();
+}
+
 // Issue 22: a library that is not a plugin, earlier in plugins.paths than the real plugin of its
 // name, was passed over in silence; the user sees a warning naming both files.
 TEST(CliPlugins, ANonPluginShadowingARealOneIsWarnedAbout) {
