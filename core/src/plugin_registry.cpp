@@ -233,8 +233,9 @@ void PluginRegistry::load_all() {
                 load_file(f);
             } catch (const Error& e) {
                 refused_.push_back({f, e.what()});
-                const bool taken = std::any_of(plugins_.begin(), plugins_.end(),
-                                               [&](const LoadedPlugin& p) { return p.file.filename() == f.filename(); });
+                const bool taken = std::any_of(plugins_.begin(), plugins_.end(), [&](const LoadedPlugin& p) {
+                    return p.file.filename() == f.filename();
+                });
                 if (!taken) shadows.push_back(refused_.back());
             }
         }

@@ -168,7 +168,8 @@ TEST(CliLogLevel, WarnSilencesInfoLinesFromTheStart) {
     }
     // A config file's own logging.level does not override the flag.
     const fs::path config = write_config(dir, "logging: { level: debug }\n");
-    CliResult r = run_cli({"--config", config.string(), "--log-level", "warn", "query", images[0].string()}, dir.path());
+    CliResult r =
+        run_cli({"--config", config.string(), "--log-level", "warn", "query", images[0].string()}, dir.path());
     ASSERT_EQ(r.exit_code, std::optional<int>(0)) << r.describe();
     EXPECT_THAT(r.err, Not(HasSubstr("[info]"))) << r.describe();
     EXPECT_THAT(r.err, Not(HasSubstr("[debug]"))) << r.describe();

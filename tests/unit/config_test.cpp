@@ -292,7 +292,8 @@ TEST(ConfigOverride, CreatesMissingMapsAndParsesYamlValues) {
 TEST(ConfigOverride, ExpandsVariablesInsideListsAndMaps) {
     ::setenv("SIGHTLINE_TEST_OVERRIDE_TOKEN", "s3cret", 1);
     auto c = load_config_text("gallery: { storage: gallery }\n", "o.yaml");
-    apply_override(c, R"(transports=[{type: http, listen: "127.0.0.1:8080", token: "${SIGHTLINE_TEST_OVERRIDE_TOKEN}"}])");
+    apply_override(c, R"(transports=[{type: http, listen: "127.0.0.1:8080",)"
+                      R"( token: "${SIGHTLINE_TEST_OVERRIDE_TOKEN}"}])");
     apply_override(c, "a.b={x: [\"pre-${SIGHTLINE_TEST_OVERRIDE_TOKEN}\", {y: \"${SIGHTLINE_TEST_OVERRIDE_TOKEN}\"}]}");
     ::unsetenv("SIGHTLINE_TEST_OVERRIDE_TOKEN");
     ASSERT_TRUE(c.root["transports"].IsSequence());
