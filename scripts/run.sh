@@ -4,7 +4,13 @@
 # serve the HTTP API on that gallery until Ctrl-C (SIGHTLINE_SERVE=0 skips serving).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh -DSIGHTLINE_BUILD_TESTS=OFF
+# Tests off only when configuring a fresh build directory: an existing one (scripts/test.sh's, say)
+# keeps its options, so switching between the two scripts never rebuilds from scratch.
+if [ -f "${BUILD_DIR:-build}/CMakeCache.txt" ]; then
+  scripts/setup.sh
+else
+  scripts/setup.sh -DSIGHTLINE_BUILD_TESTS=OFF
+fi
 bin=${BUILD_DIR:-build}/bin/sightline
 export SIGHTLINE_DATA=${SIGHTLINE_DATA:-data/demo}
 

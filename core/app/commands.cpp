@@ -35,9 +35,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 std::unique_ptr<Host> make_host(const GlobalOptions& g) {
-    auto host = std::make_unique<Host>(load(g), fallback_plugin_paths());
-    if (!g.log_level.empty()) spdlog::set_level(spdlog::level::from_str(g.log_level));
-    return host;
+    return std::make_unique<Host>(load(g), fallback_plugin_paths());
 }
 
 }  // namespace
@@ -60,11 +58,15 @@ LoadedConfig load(const GlobalOptions& g) {
         c = load_config_text(kEmbeddedDefaultConfig, "<built-in default.yaml>");
     for (const auto& o : g.overrides) apply_override(c, o);
     if (!g.log_level.empty()) {
-        auto level = spdlog::level::from_str(g.log_level);
-        if (level == spdlog::level::off && g.log_level != "off")
-            throw Error(ErrorCode::invalid_argument, "--log-level: unknown level '" + g.log_level + "'");
-        spdlog::set_level(level);
+        const std::set<std::string> levels{"trace", "debug", "info", "warn", "error", "off"};
+        if (!levels.count(g.log_level))
+            throw Error(ErrorCode::invalid_argument,
+                        "--log-level: unknown level '" + g.log_level + "' (trace, debug, info, warn, error or off)");
+        // Into the config, so the Host applies this level, not the file's, before it logs anything.
+        apply_override(c, "logging.level=" + g.log_level);
     }
+    // Commands that build no Host (config check, plugins) log too: the registry's warnings.
+    apply_log_level(c);
     return c;
 }
 
@@ -314,7 +316,6 @@ namespace sightline::app {
 int cmd_vocab_train(const GlobalOptions& g, const VocabTrainOptions& o) {
     // No indexes: the one this vocabulary is for may not be constructible without it.
     auto host_ptr = std::make_unique<Host>(load(g), fallback_plugin_paths(), HostOptions{.indexes = false});
-    if (!g.log_level.empty()) spdlog::set_level(spdlog::level::from_str(g.log_level));
     Host& host = *host_ptr;
     Pipeline& pipeline = host.pipeline(o.pipeline);
     auto out_storage = host.storage(o.storage);

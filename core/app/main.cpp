@@ -75,8 +75,13 @@ int main(int argc, char** argv) {
         if (*check) return cmd_config_check(g, check_file);
         if (*train) return cmd_vocab_train(g, vt);
     } catch (const std::exception& e) {
+        // Plugin errors arrive here as host-owned copies (call_plugin): the host, and with it
+        // every plugin library, is gone by now.
         std::cerr << "sightline: " << e.what() << "\n";
-        return 2;
+        return 1;
+    } catch (...) {
+        std::cerr << "sightline: failed with an exception that is not a std::exception\n";
+        return 1;
     }
     return 0;
 }

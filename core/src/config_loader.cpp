@@ -67,10 +67,12 @@ std::string expand_env(const std::string& text, const std::string& location) {
     return out;
 }
 
+// `file` empty: the tree came from `--set` and messages name the option instead of a file:line.
 void expand_tree(YAML::Node node, const std::string& file, const std::string& path) {
     if (node.IsScalar()) {
         const std::string& s = node.Scalar();
-        if (s.find("${") != std::string::npos) node = expand_env(s, where(file, node) + ": " + path);
+        if (s.find("${") != std::string::npos)
+            node = expand_env(s, file.empty() ? "--set " + path : where(file, node) + ": " + path);
     } else if (node.IsMap()) {
         for (auto it = node.begin(); it != node.end(); ++it)
             expand_tree(it->second, file, path.empty() ? it->first.Scalar() : path + "." + it->first.Scalar());
@@ -144,7 +146,8 @@ void apply_override(LoadedConfig& config, const std::string& assignment) {
     } catch (const YAML::Exception& e) {
         throw Error(ErrorCode::invalid_argument, "--set " + assignment + ": the value is not valid YAML: " + e.msg);
     }
-    if (parsed.IsScalar()) parsed = YAML::Node(expand_env(parsed.Scalar(), "--set " + path));
+    // Every scalar of a list or map value too, before anything in the config changes.
+    expand_tree(parsed, "", path);
     // Walk with reset() rather than assignment: assigning one yaml-cpp node to another aliases them.
     YAML::Node node;
     node.reset(config.root);

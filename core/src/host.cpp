@@ -3,7 +3,10 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
+#include <iterator>
+#include <string_view>
 #include <thread>
 
 namespace fs = std::filesystem;
@@ -301,8 +304,20 @@ std::vector<std::string> check_config(const LoadedConfig& c, const PluginRegistr
     return errors;
 }
 
+void apply_log_level(const LoadedConfig& config) {
+    const YAML::Node& logging = config.root["logging"];
+    std::string level = "info";
+    if (logging.IsDefined() && logging.IsMap() && logging["level"] && logging["level"].IsScalar())
+        level = logging["level"].Scalar();
+    const std::string_view known[] = {"trace", "debug", "info", "warn", "error", "off"};
+    if (std::find(std::begin(known), std::end(known), level) != std::end(known))
+        spdlog::set_level(spdlog::level::from_str(level));
+}
+
 Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, HostOptions options)
     : config_(std::move(config)) {
+    // First: loading plugins may already log (the registry's warnings), and so may every factory.
+    apply_log_level(config_);
     registry_ = std::make_unique<PluginRegistry>(plugin_paths(config_, fallback_plugin_paths));
     registry_->load_all();
     auto errors = check_config(config_, *registry_);
@@ -313,8 +328,6 @@ Host::Host(LoadedConfig config, std::vector<fs::path> fallback_plugin_paths, Hos
         throw Error(ErrorCode::invalid_argument, msg);
     }
     const YAML::Node& root = config_.root;
-    auto logging = section(config_, root["logging"], "logging", kLoggingKeys);
-    spdlog::set_level(spdlog::level::from_str(logging.get_string("level")));
 
     auto limits = section(config_, root["limits"], "limits", kLimitsKeys);
     limits_.max_body_bytes = limits.get_bytes("max_body_bytes");
@@ -418,6 +431,15 @@ Host::~Host() {
     // plugin objects, then libraries.
     transports_.clear();
     workers_.reset();
+    // Also on a way out by an exception: what a sink still buffers is written before it goes.
+    // After a normal shutdown this flush finds nothing left.
+    for (const auto& s : sinks_) {
+        try {
+            s.sink->flush();
+        } catch (const std::exception& e) {
+            make_logger("host")->error("{}: flush failed: {}", s.name, e.what());
+        }
+    }
     sinks_.clear();
     pipelines_.clear();
     gallery_.reset();

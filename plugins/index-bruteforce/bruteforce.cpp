@@ -49,15 +49,21 @@ public:
           snapshot_(std::make_shared<const Snapshot>()) {}
 
     void add(const std::string& id, const sightline::Features& f) override {
-        if (!f.descriptors.empty() && f.descriptors.type() != CV_8U && f.descriptors.type() != CV_32F)
-            throw sightline::Error(sightline::ErrorCode::invalid_argument,
-                                   "index-bruteforce: descriptors must be CV_8U or CV_32F");
+        check_features(f, "item '" + id + "'");
         auto item = std::make_shared<Item>();
         item->id = id;
         item->descriptors = f.descriptors.clone();
         item->points.reserve(f.keypoints.size());
         for (const auto& k : f.keypoints) item->points.push_back(k.pt);
         std::lock_guard lock(write_mutex_);
+        // The item it replaces does not count: an index holding only that one may change layout.
+        if (const Item* held = held_layout(*current(), id); held && !f.descriptors.empty() &&
+                                                           !same_layout(held->descriptors, f.descriptors))
+            throw sightline::Error(sightline::ErrorCode::invalid_argument,
+                                   "index-bruteforce: item '" + id + "' has " + layout_name(f.descriptors) +
+                                       " but this index holds " + layout_name(held->descriptors) +
+                                       "; one index holds one descriptor type and width (a pipeline uses one "
+                                       "features plugin; recompute the gallery when changing it)");
         auto next = std::make_shared<Snapshot>(*current());
         auto it = std::find_if(next->begin(), next->end(), [&](const auto& p) { return p->id == id; });
         if (it != next->end())
@@ -80,10 +86,14 @@ public:
     std::vector<sightline::Candidate> search(const sightline::Features& query, std::size_t k) const override {
         auto snap = current();
         const cv::Mat& q = query.descriptors;
-        if (q.empty() || snap->empty() || k == 0) return {};
-        if (q.type() != CV_8U && q.type() != CV_32F)
+        if (q.empty() || k == 0) return {};
+        check_features(query, "the query");
+        if (const Item* held = held_layout(*snap); held && !same_layout(held->descriptors, q))
             throw sightline::Error(sightline::ErrorCode::invalid_argument,
-                                   "index-bruteforce: query descriptors must be CV_8U or CV_32F");
+                                   "index-bruteforce: the query has " + layout_name(q) + " but the index holds " +
+                                       layout_name(held->descriptors) +
+                                       "; query and gallery must come from the same features plugin");
+        if (snap->empty()) return {};
         const int nq = q.rows;
         const std::size_t ni = snap->size();
 
@@ -93,9 +103,7 @@ public:
         cv::parallel_for_(cv::Range(0, static_cast<int>(ni)), [&](const cv::Range& r) {
             for (int i = r.start; i < r.end; ++i) {
                 const Item& item = *(*snap)[static_cast<std::size_t>(i)];
-                if (item.descriptors.empty() || item.descriptors.type() != q.type() ||
-                    item.descriptors.cols != q.cols)
-                    continue;
+                if (item.descriptors.empty()) continue;
                 sightline::nearest_two(q, item.descriptors, dist[i], idx[i]);
             }
         });
@@ -175,6 +183,10 @@ public:
             for (auto& p : item->points) { p.x = r.pod<float>(); p.y = r.pod<float>(); }
             item->descriptors = r.mat();
             if (item->descriptors.rows != static_cast<int>(np)) r.fail("descriptor rows do not match points");
+            if (const Item* held = held_layout(*next); held && !item->descriptors.empty() &&
+                                                      !same_layout(held->descriptors, item->descriptors))
+                r.fail("item '" + item->id + "' has " + layout_name(item->descriptors) + ", others " +
+                       layout_name(held->descriptors));
             next->push_back(std::move(item));
         }
         std::lock_guard lock(write_mutex_);
@@ -182,6 +194,32 @@ public:
     }
 
 private:
+    // Correspondences are read as keypoints[row]: the two must agree before anything is stored.
+    static void check_features(const sightline::Features& f, const std::string& what) {
+        const cv::Mat& d = f.descriptors;
+        if (d.empty()) return;
+        if (d.type() != CV_8U && d.type() != CV_32F)
+            throw sightline::Error(sightline::ErrorCode::invalid_argument,
+                                   "index-bruteforce: " + what + ": descriptors must be CV_8U or CV_32F, found " +
+                                       layout_name(d));
+        if (f.keypoints.size() != static_cast<std::size_t>(d.rows))
+            throw sightline::Error(sightline::ErrorCode::invalid_argument,
+                                   "index-bruteforce: " + what + " has " + std::to_string(f.keypoints.size()) +
+                                       " keypoints but " + std::to_string(d.rows) + " descriptor rows");
+    }
+    static std::string layout_name(const cv::Mat& d) {
+        if (d.type() == CV_8U) return "binary descriptors of " + std::to_string(d.cols) + " bytes (CV_8U)";
+        if (d.type() == CV_32F) return "float descriptors of " + std::to_string(d.cols) + " values (CV_32F)";
+        return "descriptors of OpenCV type " + std::to_string(d.type());
+    }
+    static bool same_layout(const cv::Mat& a, const cv::Mat& b) { return a.type() == b.type() && a.cols == b.cols; }
+    // An item with descriptors other than `except`: every such item has the same layout.
+    static const Item* held_layout(const Snapshot& snap, const std::string& except = {}) {
+        for (const auto& p : snap)
+            if (!p->descriptors.empty() && (except.empty() || p->id != except)) return p.get();
+        return nullptr;
+    }
+
     static constexpr char kMagic[4] = {'S', 'L', 'B', 'F'};
     static constexpr std::uint32_t kVersion = 1;
 

@@ -420,6 +420,11 @@ public:
         const cv::Mat& q = query.descriptors;
         if (q.empty() || k == 0) return {};
         vocab_.check_compatible(q);
+        // Correspondences are read as keypoints[row].
+        if (static_cast<std::size_t>(q.rows) != query.keypoints.size())
+            throw Error(ErrorCode::invalid_argument, "index-vocab: the query has " +
+                                                         std::to_string(query.keypoints.size()) + " keypoints but " +
+                                                         std::to_string(q.rows) + " descriptors");
         std::size_t n_items;
         {
             std::shared_lock lock(items_mutex_);
@@ -486,7 +491,7 @@ public:
         const auto better = [](const auto& x, const auto& y) {
             return x.first != y.first ? x.first > y.first : x.second < y.second;
         };
-        if (rerank_ > 0 && query.keypoints.size() == static_cast<std::size_t>(q.rows)) {
+        if (rerank_ > 0) {
             std::vector<float> norm_of(n_items, 0.0f);
             for (std::size_t i = 0; i < ranked.size(); ++i) norm_of[ranked[i].second] = norms[i];
             const std::size_t m = std::min(std::max(rerank_, k), ranked.size());

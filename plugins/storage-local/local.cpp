@@ -55,7 +55,8 @@ public:
         return keys;
     }
 
-    explicit LocalStorage(sightline::Context& ctx) : fsync_(ctx.config().get_bool("fsync")) {
+    explicit LocalStorage(sightline::Context& ctx)
+        : name_(storage_name(ctx.config().path())), log_(ctx.logger()), fsync_(ctx.config().get_bool("fsync")) {
         const auto& c = ctx.config();
         fs::path root = c.get_string("root");
         std::error_code ec;
@@ -194,14 +195,25 @@ private:
     void check_inside(const fs::path& p, const std::string& key) const {
         if (!inside(p))
             throw Error(ErrorCode::invalid_argument,
-                        "storage key '" + key + "' resolves outside the storage root (symlink?)");
+                        "storage '" + name_ + "': key '" + key + "' resolves outside the storage root (symlink?)");
     }
 
+    // The message may reach a client (an HTTP error body): it names the storage and the key,
+    // never the server's paths; the absolute path goes to the server's log.
     [[noreturn]] void fail_io(const char* what, const std::string& key, int err) const {
-        throw Error(ErrorCode::unavailable,
-                    std::string("storage-local: ") + what + " '" + key + "' under " + root_.string() + ": " + std::strerror(err));
+        const char* reason = std::strerror(err);
+        log_->error("storage '{}': {} {}: {}", name_, what, (root_ / key).string(), reason);
+        throw Error(ErrorCode::unavailable, "storage '" + name_ + "': " + what + " '" + key + "': " + reason);
     }
 
+    // "storages.gallery" (the config section) → "gallery".
+    static std::string storage_name(const std::string& path) {
+        const std::string prefix = "storages.";
+        return path.rfind(prefix, 0) == 0 ? path.substr(prefix.size()) : path;
+    }
+
+    std::string name_;
+    std::shared_ptr<spdlog::logger> log_;
     fs::path root_;
     bool fsync_;
 };

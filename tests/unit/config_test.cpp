@@ -288,6 +288,34 @@ TEST(ConfigOverride, CreatesMissingMapsAndParsesYamlValues) {
     ::unsetenv("SIGHTLINE_TEST_OVERRIDE_VAR");
 }
 
+// Issue 22: a list or map value given with --set expands ${VAR} in every scalar, as a file does.
+TEST(ConfigOverride, ExpandsVariablesInsideListsAndMaps) {
+    ::setenv("SIGHTLINE_TEST_OVERRIDE_TOKEN", "s3cret", 1);
+    auto c = load_config_text("gallery: { storage: gallery }\n", "o.yaml");
+    apply_override(c, R"(transports=[{type: http, listen: "127.0.0.1:8080",)"
+                      R"( token: "${SIGHTLINE_TEST_OVERRIDE_TOKEN}"}])");
+    apply_override(c, "a.b={x: [\"pre-${SIGHTLINE_TEST_OVERRIDE_TOKEN}\", {y: \"${SIGHTLINE_TEST_OVERRIDE_TOKEN}\"}]}");
+    ::unsetenv("SIGHTLINE_TEST_OVERRIDE_TOKEN");
+    ASSERT_TRUE(c.root["transports"].IsSequence());
+    EXPECT_EQ(c.root["transports"][0]["token"].as<std::string>(), "s3cret");
+    EXPECT_EQ(c.root["transports"][0]["listen"].as<std::string>(), "127.0.0.1:8080");
+    EXPECT_EQ(c.root["a"]["b"]["x"][0].as<std::string>(), "pre-s3cret");
+    EXPECT_EQ(c.root["a"]["b"]["x"][1]["y"].as<std::string>(), "s3cret");
+}
+
+TEST(ConfigOverride, UnsetVariableInsideAListIsAnError) {
+    ::unsetenv("SIGHTLINE_TEST_SURELY_UNSET");
+    auto c = load_config_text("gallery: { storage: gallery }\n", "o.yaml");
+    Error e = capture_error(
+        [&] { apply_override(c, R"(transports=[{type: http, token: "${SIGHTLINE_TEST_SURELY_UNSET}"}])"); });
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_THAT(e.what(), HasSubstr("--set")) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("transports[0].token")) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("SIGHTLINE_TEST_SURELY_UNSET")) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("not set")) << e.what();
+    EXPECT_FALSE(c.root["transports"]) << "a refused --set must change nothing";
+}
+
 TEST(ConfigOverride, BadAssignmentsAreRefused) {
     auto c = load_config_text("limits: { queue: 3 }\n", "o.yaml");
     for (const char* bad : {"noequals", "=value", "a..b=1", "limits.queue.x=1", "x=[unclosed"}) {

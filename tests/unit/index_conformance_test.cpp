@@ -536,6 +536,69 @@ TEST_P(IndexConformance, WrongDescriptorTypeThrows) {
     expect_found(*index, 1);
 }
 
+// Issue 22: an index must not trust that keypoints and descriptor rows correspond (a correspondence
+// is read from keypoints[row]), nor mix descriptor layouts. Both are refused, naming both sides.
+TEST_P(IndexConformance, KeypointsAndDescriptorRowsMustAgree) {
+    auto index = make();
+    add_items(*index, 0, 2);
+    Features fewer = item(5);
+    fewer.keypoints.pop_back();
+    Error e = capture_error([&] { index->add("fewer", fewer); });
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_THAT(e.what(), HasSubstr("149")) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("150")) << e.what();
+    Features more = item(6);
+    more.keypoints.push_back(more.keypoints.front());
+    e = capture_error([&] { index->add("more", more); });
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_THAT(e.what(), HasSubstr("151")) << e.what();
+    EXPECT_EQ(index->size(), 2u);
+    EXPECT_FALSE(index->remove("fewer"));
+    EXPECT_FALSE(index->remove("more"));
+
+    Features q = query(1);
+    q.keypoints.pop_back();
+    e = capture_error([&] { (void)index->search(q, 5); });
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_THAT(e.what(), HasSubstr("149")) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("150")) << e.what();
+    expect_found(*index, 1);
+}
+
+TEST_P(IndexConformance, DescriptorsOfAnotherTypeOrWidthAreRefused) {
+    auto index = make();
+    add_items(*index, 0, 2);
+    const int other = type() == CV_8U ? CV_32F : CV_8U;
+    const Features foreign = random_item(other, 150, 77);
+    Error e = capture_error([&] { index->add("foreign", foreign); });
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_THAT(e.what(), HasSubstr("CV_8U")) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("CV_32F")) << e.what();
+
+    const int width = item(7).descriptors.cols;
+    const auto narrowed = [&](Features f) {
+        f.descriptors = f.descriptors.colRange(0, width / 2).clone();
+        return f;
+    };
+    e = capture_error([&] { index->add("narrow", narrowed(item(7))); });
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_THAT(e.what(), HasSubstr(std::to_string(width))) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr(std::to_string(width / 2))) << e.what();
+    EXPECT_EQ(index->size(), 2u);
+    EXPECT_FALSE(index->remove("foreign"));
+    EXPECT_FALSE(index->remove("narrow"));
+
+    e = capture_error([&] { (void)index->search(noisy_query(foreign, 1), 5); });
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_THAT(e.what(), HasSubstr("CV_8U")) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("CV_32F")) << e.what();
+    e = capture_error([&] { (void)index->search(narrowed(query(1)), 5); });
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_THAT(e.what(), HasSubstr(std::to_string(width))) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr(std::to_string(width / 2))) << e.what();
+    expect_found(*index, 1);
+}
+
 INSTANTIATE_TEST_SUITE_P(Indexes, IndexConformance, ::testing::ValuesIn(kIndexCases),
                          [](const ::testing::TestParamInfo<IndexCase>& info) { return info.param.name; });
 

@@ -3,8 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <spdlog/sinks/ostream_sink.h>
+
 #include <fstream>
 #include <regex>
+#include <sstream>
 #include <set>
 
 #include "sightline/host/host.hpp"
@@ -102,6 +105,97 @@ TEST(PluginRegistry, RenamedPluginIsRefused) {
     EXPECT_THAT(e.what(), HasSubstr("libsightline_features_orb.so")) << e.what();
 }
 
+// Issue 22: dlopen of a truncated copy of a plugin died of SIGBUS (every command crashed). The
+// ELF headers are read first and the file is refused, named, before dlopen sees it.
+TEST(PluginRegistry, TruncatedLibraryIsRefusedNamingTheFile) {
+    TempDir d;
+    const fs::path real = plugin_dir() / "libsightline_features_orb.so";
+    const Bytes all = read_bytes(real);
+    ASSERT_GT(all.size(), 20000u);
+    const fs::path cut = d / "libsightline_features_orb.so";
+    write_bytes(cut, Bytes(all.begin(), all.begin() + 20000));
+
+    PluginRegistry registry({});
+    Error e = capture_error([&] { registry.load_file(cut); });
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_THAT(e.what(), HasSubstr(cut.string()));
+    EXPECT_THAT(e.what(), HasSubstr("truncated")) << e.what();
+    EXPECT_TRUE(registry.plugins().empty());
+
+    // First in the search path, it is refused and the real plugin after it is used.
+    PluginRegistry both({d.path(), plugin_dir()});
+    both.load_all();
+    const LoadedPlugin* orb = both.find(PluginKind::features, "orb");
+    ASSERT_NE(orb, nullptr);
+    EXPECT_EQ(orb->file, real);
+    ASSERT_FALSE(both.refused().empty());
+    EXPECT_EQ(both.refused().front().file, cut);
+}
+
+TEST(PluginRegistry, ElfHeaderMismatchesAreRefusedNamingTheFile) {
+    TempDir d;
+    const Bytes all = read_bytes(plugin_dir() / "libsightline_features_orb.so");
+    struct Case {
+        const char* what;
+        std::size_t offset;  // into the ELF header
+        std::uint8_t value;
+        const char* expected;
+    };
+    for (const Case& c : {Case{"32-bit class", 4, 1, "64-bit"}, Case{"an executable", 16, 2, "not a shared library"},
+                          Case{"another machine", 18, 40, "machine 40"}}) {
+        SCOPED_TRACE(c.what);
+        Bytes bytes = all;
+        bytes[c.offset] = c.value;
+        if (c.offset == 18) bytes[19] = 0;
+        const fs::path file = d / "libsightline_features_orb.so";
+        write_bytes(file, bytes);
+        PluginRegistry registry({});
+        Error e = capture_error([&] { registry.load_file(file); });
+        EXPECT_THAT(e.what(), HasSubstr(file.string()));
+        EXPECT_THAT(e.what(), HasSubstr("is not a sightline plugin")) << e.what();
+        EXPECT_THAT(e.what(), HasSubstr(c.expected)) << e.what();
+    }
+}
+
+// Issue 22: a library that is not a plugin, earlier in plugins.paths than the real plugin of
+// that file name, was skipped in silence. The warning names both files.
+TEST(PluginRegistry, ANonPluginShadowingARealPluginIsWarnedAboutNamingBothFiles) {
+    TempDir d;
+    const fs::path shadow = d / "libsightline_features_orb.so";
+    const fs::path real = plugin_dir() / "libsightline_features_orb.so";
+    fs::copy_file(fixture_bad_dir() / "libsightline_features_notaplugin.so", shadow);
+    std::ostringstream captured;
+    auto logger = make_logger("plugins");
+    auto capture = std::make_shared<spdlog::sinks::ostream_sink_mt>(captured);
+    logger->sinks().push_back(capture);
+    PluginRegistry registry({d.path(), plugin_dir()});
+    registry.load_all();
+    logger->sinks().pop_back();
+
+    const LoadedPlugin* orb = registry.find(PluginKind::features, "orb");
+    ASSERT_NE(orb, nullptr);
+    EXPECT_EQ(orb->file, real);
+    std::string warning;
+    std::istringstream lines(captured.str());
+    for (std::string line; std::getline(lines, line);)
+        if (line.find(shadow.string()) != std::string::npos) warning = line;
+    ASSERT_FALSE(warning.empty()) << "no warning names " << shadow << "; logged:\n" << captured.str();
+    EXPECT_THAT(warning, HasSubstr("warn"));
+    EXPECT_THAT(warning, HasSubstr(real.string()));
+    EXPECT_THAT(warning, HasSubstr("is not a sightline plugin"));
+
+    // Two copies of a real plugin (an installed one after a build's) are not worth a warning.
+    std::ostringstream quiet;
+    auto capture_quiet = std::make_shared<spdlog::sinks::ostream_sink_mt>(quiet);
+    logger->sinks().push_back(capture_quiet);
+    TempDir copy;
+    fs::copy_file(real, copy / "libsightline_features_orb.so");
+    PluginRegistry twice({plugin_dir(), copy.path()});
+    twice.load_all();
+    logger->sinks().pop_back();
+    EXPECT_EQ(quiet.str(), "");
+}
+
 TEST(PluginRegistry, LoadAllKeepsRefusalsAndGetExplainsThem) {
     PluginRegistry registry({plugin_dir(), fixture_bad_dir()});
     registry.load_all();
@@ -192,6 +286,55 @@ TEST(PluginRegistry, WrongKindIsRefused) {
     MinimalContext ctx(Config(YAML::Load("{type: orb}"), "t.yaml", "x", orb.schema()));
     Error e = capture_error([&] { registry.create<PluginKind::index>(orb, ctx); });
     EXPECT_THAT(e.what(), HasSubstr("features-orb is a features plugin, not a")) << e.what();
+}
+
+// Whether `file` is mapped into this process (its library is loaded).
+bool library_is_mapped(const fs::path& file) {
+    const std::string real = fs::canonical(file).string();
+    std::ifstream maps("/proc/self/maps");
+    for (std::string line; std::getline(maps, line);)
+        if (line.size() >= real.size() && line.compare(line.size() - real.size(), real.size(), real) == 0) return true;
+    return false;
+}
+
+// Issue 22: an exception thrown inside a plugin was read after its library had been unloaded (a
+// crash instead of the message). The host copies it into an Error of its own at the call.
+TEST(PluginCalls, AnErrorFromAPluginIsReadableAfterItsLibraryIsUnloaded) {
+    const fs::path file = fixture_good_dir() / "libsightline_features_throwing.so";
+    ASSERT_TRUE(fs::exists(file)) << file;
+    cv::Mat gray(64, 64, CV_8U, cv::Scalar(0));
+    for (const std::string throw_in : {"create", "extract"}) {
+        for (const std::string throw_as : {"own", "error"}) {
+            SCOPED_TRACE(throw_in + ", " + throw_as);
+            std::exception_ptr failure;
+            {
+                PluginRegistry registry({fixture_good_dir()});
+                registry.load_all();
+                const LoadedPlugin& plugin = registry.get(PluginKind::features, "throwing");
+                YAML::Node node = YAML::Load("{type: throwing, message: 'the fixture says no', throw_in: " + throw_in +
+                                             ", throw_as: " + throw_as + "}");
+                MinimalContext ctx(Config(node, "t.yaml", "features", plugin.schema()));
+                try {
+                    auto extractor = registry.create<PluginKind::features>(plugin, ctx);
+                    (void)extractor->extract(gray);
+                } catch (...) {
+                    failure = std::current_exception();
+                }
+                ASSERT_TRUE(library_is_mapped(file));
+            }
+            // Otherwise this test would prove nothing.
+            ASSERT_FALSE(library_is_mapped(file)) << "the fixture library was not unloaded";
+            ASSERT_TRUE(failure) << "nothing was thrown";
+            Error e = capture_error([&] { std::rethrow_exception(failure); });
+            EXPECT_THAT(e.what(), HasSubstr("the fixture says no"));
+            if (throw_as == "error") {
+                EXPECT_EQ(e.code(), ErrorCode::unavailable);
+            } else {
+                EXPECT_EQ(e.code(), ErrorCode::internal);
+                EXPECT_THAT(e.what(), HasSubstr("features-throwing")) << e.what();
+            }
+        }
+    }
 }
 
 // DESIGN.md: "core/ names no concrete plugin (a test greps for it)". Comments are documentation

@@ -3,8 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <spdlog/sinks/ostream_sink.h>
+
 #include <atomic>
 #include <chrono>
+#include <sstream>
 #include <thread>
 
 #include "sightline/host/host.hpp"
@@ -16,6 +19,7 @@ using namespace sightline;
 using namespace sightline::host;
 using namespace sightline::test;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 namespace {
 
@@ -248,6 +252,35 @@ TEST_F(LocalStorageTest, FailedPutLeavesNoTempFile) {
     EXPECT_THAT(e.what(), HasSubstr("'dir'"));
     EXPECT_EQ(files_on_disk(), std::vector<std::string>{"dir/inside"});
     EXPECT_EQ(storage_->list(""), std::vector<std::string>{"dir/inside"});
+}
+
+// Issue 22: an I/O error (a full disk) reached HTTP clients naming the absolute data path. The
+// message names the storage and the key; the path goes to the server's log only. As root
+// (permissions do not stop it) the failures are made with a directory where a file goes and a
+// file where a directory goes.
+TEST_F(LocalStorageTest, IoErrorsNameTheStorageAndKeyButNotTheServerPath) {
+    storage_->put("dir/inside", to_bytes("x"));
+    storage_->put("file", to_bytes("x"));
+    std::ostringstream log;
+    auto logger = make_logger("test");  // the logger MinimalContext hands the plugin
+    logger->sinks().push_back(std::make_shared<spdlog::sinks::ostream_sink_mt>(log));
+    std::vector<Error> errors;
+    errors.push_back(capture_error([&] { storage_->put("dir", to_bytes("y")); }));         // rename over a directory
+    errors.push_back(capture_error([&] { storage_->put("file/sub", to_bytes("y")); }));    // a file as a directory
+    errors.push_back(capture_error([&] { (void)storage_->remove("dir"); }));               // unlink a directory
+    logger->sinks().pop_back();
+    const std::string root = root_.string(), tmp = dir_.path().string();
+    for (const Error& e : errors) {
+        EXPECT_EQ(e.code(), ErrorCode::unavailable) << e.what();
+        EXPECT_THAT(e.what(), Not(HasSubstr(root))) << e.what();
+        EXPECT_THAT(e.what(), Not(HasSubstr(tmp))) << e.what();
+        EXPECT_THAT(e.what(), HasSubstr("storage 'test'")) << e.what();
+    }
+    EXPECT_THAT(errors[0].what(), HasSubstr("'dir'"));
+    EXPECT_THAT(errors[1].what(), HasSubstr("'file/sub'"));
+    EXPECT_THAT(errors[2].what(), HasSubstr("'dir'"));
+    // The operator still learns where.
+    EXPECT_THAT(log.str(), HasSubstr(root)) << log.str();
 }
 
 TEST_F(LocalStorageTest, StrayTempFilesAreNeverListed) {

@@ -95,6 +95,10 @@ private:
     std::vector<std::shared_ptr<Transport>> transports_;  // declared last: destroyed (stopped) first
 };
 
+// A logger that writes where the default logger does, at the level set with apply_log_level.
 std::shared_ptr<spdlog::logger> make_logger(const std::string& name);
+// Sets logging.level (info when absent) on every logger, and on every one made later; an invalid
+// level is left to check_config to report.
+void apply_log_level(const LoadedConfig& config);
 
 }  // namespace sightline::host
