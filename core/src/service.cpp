@@ -195,6 +195,8 @@ void HostService::put_item(const std::string& id, std::span<const std::uint8_t> 
     if (!parsed.is_object()) throw Error(ErrorCode::invalid_argument, "metadata must be a JSON object");
     // While the gallery loads, its index may be replaced by a snapshot: a change now could be lost.
     if (!ready_) throw Error(ErrorCode::unavailable, "the gallery is still loading; retry when /readyz answers 200");
+    // Held across the decode check, the storage writes, the journal and every pipeline's index.
+    auto guard = item_locks_.lock(id);
     // Decode once before storing anything, so a broken image never enters the gallery.
     decode_gray(image, {host_.limits().max_body_bytes, host_.limits().max_pixels}, 64);
     // The old image's records go first: a crash before the new ones exist must not leave them
@@ -207,6 +209,7 @@ void HostService::put_item(const std::string& id, std::span<const std::uint8_t> 
 
 std::optional<GalleryItem> HostService::get_item(const std::string& id) const {
     check_id(id);
+    auto guard = item_locks_.lock(id);  // not halfway through a change
     auto image = host_.gallery().image(id);
     if (!image) return std::nullopt;
     GalleryItem item;
@@ -220,6 +223,7 @@ std::optional<GalleryItem> HostService::get_item(const std::string& id) const {
 bool HostService::remove_item(const std::string& id) {
     check_id(id);
     if (!ready_) throw Error(ErrorCode::unavailable, "the gallery is still loading; retry when /readyz answers 200");
+    auto guard = item_locks_.lock(id);
     bool any = false;
     for (const auto& name : host_.pipeline_names()) any = host_.pipeline(name).remove(id) || any;
     any = host_.gallery().remove(id) || any;

@@ -1,7 +1,13 @@
-// HostService on a real Host: the work it accounts for outlives callers that gave up.
+// HostService on a real Host: the work it accounts for outlives callers that gave up; gallery
+// changes keep storage, journal and every pipeline's index in step under races and failures.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <future>
+#include <latch>
+#include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "photos.hpp"
 #include "sightline/host/host.hpp"
@@ -11,8 +17,144 @@
 using namespace sightline;
 using namespace sightline::host;
 using namespace sightline::test;
+using ::testing::HasSubstr;
 
 namespace {
+
+// A gallery on a local storage seen through storage-faulty (puts fail on demand, see
+// tests/fixtures/plugins/faulty_storage.cpp), with two ORB pipelines, so "every pipeline's index"
+// means more than one.
+struct GalleryHost {
+    explicit GalleryHost(const fs::path& dir) : dir(dir) {
+        write_text(dir / "config.yaml",
+                   "plugins: { paths: [" + yq(plugin_dir()) + ", " + yq(fixture_good_dir()) + "] }\n"
+                   "storages:\n"
+                   "  disk: { type: local, root: " + yq(dir / "gallery") + ", fsync: false }\n"
+                   "  gallery: { type: faulty, inner: disk, control: " + yq(control()) + ", list_log: " +
+                       yq(list_log()) + " }\n"
+                   "gallery: { storage: gallery }\n"
+                   "pipelines:\n"
+                   "  a: { features: { type: orb, max_features: 500, fast_threshold: 12 }, index: { type: bruteforce } }\n"
+                   "  b: { features: { type: orb, max_features: 300, fast_threshold: 12 }, index: { type: bruteforce } }\n"
+                   "limits: { workers: 2 }\n"
+                   "logging: { level: error }\n");
+        restart();
+    }
+    // A new process on the same gallery: snapshot (if any) + journal replay.
+    void restart() {
+        service.reset();
+        host.reset();
+        host = std::make_unique<Host>(load_config_file(dir / "config.yaml"));
+        service = std::make_unique<HostService>(*host);
+        service->load_gallery();
+    }
+    fs::path control() const { return dir / "fault"; }
+    fs::path list_log() const { return dir / "lists.log"; }
+    // The next n-th put fails; "full": it and every later one, until heal().
+    void fail_put(int n, const std::string& mode = "once") { write_text(control(), mode + " " + std::to_string(n)); }
+    void heal() { fs::remove(control()); }
+
+    fs::path dir;
+    std::unique_ptr<Host> host;
+    std::unique_ptr<HostService> service;
+};
+
+bool matched(const Result& r, const std::string& id, std::string* metadata = nullptr) {
+    for (const auto& m : r.matches)
+        if (m.id == id) {
+            if (metadata) *metadata = m.metadata_json;
+            return true;
+        }
+    return false;
+}
+
+Result recognize_with(Pipeline& p, const Bytes& image) {
+    Request r;
+    r.id = "q";
+    r.image = image;
+    r.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    return p.recognize(r);
+}
+
+// The rule for one id: the stored image is one of `images` (or none) with the metadata that came
+// with it ({"image": i}), and every pipeline holds exactly that: it finds the id in the stored
+// image, with the stored metadata, and in no other of `images`.
+void expect_agreement(GalleryHost& g, const std::string& id, const std::vector<Bytes>& images) {
+    SCOPED_TRACE("item '" + id + "'");
+    auto stored = g.host->gallery().image(id);
+    int which = -1;
+    for (std::size_t i = 0; i < images.size(); ++i)
+        if (stored && *stored == images[i]) which = static_cast<int>(i);
+    if (stored) {
+        ASSERT_GE(which, 0) << "the stored image is none of those put";
+        EXPECT_EQ(nlohmann::json::parse(g.host->gallery().metadata(id)), nlohmann::json({{"image", which}}))
+            << "the stored metadata came with another image";
+    }
+    for (const auto& name : g.host->pipeline_names()) {
+        Pipeline& p = g.host->pipeline(name);
+        EXPECT_EQ(p.contains(id), stored.has_value()) << "pipeline " << name;
+        for (std::size_t i = 0; i < images.size(); ++i) {
+            std::string metadata;
+            const bool found = matched(recognize_with(p, images[i]), id, &metadata);
+            EXPECT_EQ(found, static_cast<int>(i) == which) << "pipeline " << name << ", image " << i;
+            if (found) {
+                EXPECT_EQ(nlohmann::json::parse(metadata), nlohmann::json({{"image", which}})) << name;
+            }
+        }
+    }
+}
+
+std::string meta(int image) { return nlohmann::json({{"image", image}}).dump(); }
+
+// put/put and put/remove on one id, each pair released together, `rounds` times.
+void race(HostService& service, const std::vector<Bytes>& pp, const std::vector<Bytes>& pr, int rounds,
+          GalleryHost& g) {
+    for (int round = 0; round < rounds; ++round) {
+        SCOPED_TRACE("round " + std::to_string(round));
+        std::latch start(4);
+        std::mutex mutex;
+        std::vector<std::string> errors;
+        auto run = [&](auto f) {
+            return std::thread([&, f] {
+                start.arrive_and_wait();
+                try {
+                    f();
+                } catch (const std::exception& e) {
+                    std::lock_guard lock(mutex);
+                    errors.push_back(e.what());
+                }
+            });
+        };
+        std::thread threads[] = {run([&] { service.put_item("pp", pp[0], meta(0)); }),
+                                 run([&] { service.put_item("pp", pp[1], meta(1)); }),
+                                 run([&] { service.put_item("pr", pr[0], meta(0)); }),
+                                 run([&] { service.remove_item("pr"); })};
+        for (auto& t : threads) t.join();
+        for (const auto& e : errors) ADD_FAILURE() << "a gallery change failed: " << e;
+        ASSERT_NO_FATAL_FAILURE(expect_agreement(g, "pp", pp));
+        ASSERT_NO_FATAL_FAILURE(expect_agreement(g, "pr", pr));
+        if (::testing::Test::HasFailure()) return;
+    }
+}
+
+TEST(HostServiceGallery, RacingChangesOfOneIdLeaveStorageAndEveryIndexInStep) {
+    TempDir dir("sightline-service-race");
+    GalleryHost g(dir.path());
+    const auto files = gallery_images();
+    const std::vector<Bytes> pp{read_bytes(files.at(1)), read_bytes(files.at(2))}, pr{read_bytes(files.at(3))};
+    race(*g.service, pp, pr, 40, g);
+    if (HasFailure()) return;
+    // A clean shutdown snapshots the indexes; the next start must still agree.
+    g.host->save_snapshots();
+    g.restart();
+    expect_agreement(g, "pp", pp);
+    expect_agreement(g, "pr", pr);
+    // More races, then a crash (no snapshot): the start replays the journal after the snapshot.
+    race(*g.service, pp, pr, 10, g);
+    g.restart();
+    expect_agreement(g, "pp", pp);
+    expect_agreement(g, "pr", pr);
+}
 
 TEST(HostService, AJobAbandonedByA504IsStillDrained) {
     TempDir dir("sightline-service");
