@@ -36,10 +36,56 @@ void check_id(const std::string& id) {
     if (auto why = invalid_id_reason(id)) throw Error(ErrorCode::invalid_argument, "invalid item id: " + *why);
 }
 
+namespace {
+bool is_signature_dir(const std::string& name) {
+    return name.size() == 16 &&
+           std::all_of(name.begin(), name.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+}  // namespace
+
 Gallery::Gallery(std::shared_ptr<Storage> storage, std::string images_prefix, std::string features_prefix)
     : storage_(std::move(storage)), images_(with_slash(images_prefix)), features_(with_slash(features_prefix)) {
     auto entries = journal_since(0);
     if (!entries.empty()) journal_seq_ = entries.back().seq;
+    const std::string markers = features_ + "signatures/";
+    for (const auto& key : storage_->list(markers)) marked_.insert(key.substr(markers.size()));
+    if (marked_.empty()) {
+        // A gallery written before the markers existed: find its signature directories once.
+        std::set<std::string> found;
+        for (const auto& key : storage_->list(features_)) {
+            auto rest = key.substr(features_.size());
+            auto slash = rest.find('/');
+            if (slash != std::string::npos && is_signature_dir(rest.substr(0, slash))) found.insert(rest.substr(0, slash));
+        }
+        try {
+            for (const auto& dir : found) mark_signature(dir, "");
+        } catch (const Error&) {
+            // A read-only storage: found again at the next start; removals still see these.
+            unmarked_ = std::move(found);
+        }
+    }
+}
+
+void Gallery::mark_signature(const std::string& dir, const std::string& signature) {
+    {
+        std::lock_guard lock(signatures_mutex_);
+        if (marked_.count(dir)) return;
+    }
+    // Written before the first record under it, so no record can exist without its marker.
+    storage_->put(features_ + "signatures/" + dir,
+                  std::span(reinterpret_cast<const std::uint8_t*>(signature.data()), signature.size()));
+    std::lock_guard lock(signatures_mutex_);
+    marked_.insert(dir);
+}
+
+std::set<std::string> Gallery::signature_dirs() const {
+    const std::string markers = features_ + "signatures/";
+    std::set<std::string> dirs;
+    for (const auto& key : storage_->list(markers)) dirs.insert(key.substr(markers.size()));
+    std::lock_guard lock(signatures_mutex_);
+    dirs.insert(marked_.begin(), marked_.end());
+    dirs.insert(unmarked_.begin(), unmarked_.end());
+    return dirs;
 }
 
 namespace {
@@ -159,10 +205,7 @@ bool Gallery::remove(const std::string& id) {
     bool removed = false;
     for (const char* e : kImageExtensions) removed |= storage_->remove(images_ + id + "." + e);
     storage_->remove(images_ + id + ".json");
-    for (const auto& key : storage_->list(features_)) {
-        auto slash = key.rfind('/');
-        if (slash != std::string::npos && key.substr(slash + 1) == id + ".rec") storage_->remove(key);
-    }
+    for (const auto& dir : signature_dirs()) storage_->remove(features_ + dir + "/" + id + ".rec");
     return removed;
 }
 
@@ -177,6 +220,7 @@ std::optional<Bytes> Gallery::record(const std::string& signature, const std::st
 
 void Gallery::put_record(const std::string& signature, const std::string& id, std::span<const std::uint8_t> bytes) {
     check_id(id);
+    mark_signature(signature_dir(signature), signature);
     storage_->put(record_key(signature, id), bytes);
 }
 

@@ -278,6 +278,49 @@ TEST_F(GalleryTest, RemoveDeletesImageMetadataAndEveryRecord) {
     EXPECT_FALSE(host->gallery().remove(id));
 }
 
+// Another storage's objects, counting the keys its list() calls return.
+class ListCounting final : public Storage {
+public:
+    explicit ListCounting(std::shared_ptr<Storage> inner) : inner_(std::move(inner)) {}
+    void put(const std::string& key, std::span<const std::uint8_t> bytes) override { inner_->put(key, bytes); }
+    std::optional<Bytes> get(const std::string& key) const override { return inner_->get(key); }
+    bool remove(const std::string& key) override { return inner_->remove(key); }
+    bool exists(const std::string& key) const override { return inner_->exists(key); }
+    std::vector<std::string> list(const std::string& prefix) const override {
+        auto keys = inner_->list(prefix);
+        listed += keys.size();
+        return keys;
+    }
+    mutable std::size_t listed = 0;
+
+private:
+    std::shared_ptr<Storage> inner_;
+};
+
+TEST_F(GalleryTest, RemoveListsNoOtherItemsRecords) {
+    {
+        auto host = make_host(300);
+        ingest(*host);
+    }
+    auto host = make_host(250);  // a second signature: every item has two records
+    host->pipeline().load(host->gallery());
+    auto counting = std::make_shared<ListCounting>(host->storage("main"));
+    Gallery gallery(counting, "images/", "features/");
+    const std::string id = id_of(images_[1]);
+    counting->listed = 0;
+    EXPECT_TRUE(gallery.remove(id));
+    // Deleting one item costs a look per signature, not a walk over the other items' records
+    // (2 x 5 of them here, and a million in a large gallery).
+    EXPECT_LE(counting->listed, 4u);
+    const auto keys = host->gallery().storage().list("features/");
+    for (const auto& p : images_) {
+        const auto n = std::count_if(keys.begin(), keys.end(), [&](const std::string& k) {
+            return k.size() > id_of(p).size() + 5 && k.ends_with("/" + id_of(p) + ".rec");
+        });
+        EXPECT_EQ(n, id_of(p) == id ? 0 : 2) << id_of(p);
+    }
+}
+
 TEST_F(GalleryTest, ReplacingAnItemWithAnotherFormatLeavesOneImage) {
     auto host = make_host();
     const std::string id = "item";

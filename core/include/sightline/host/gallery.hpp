@@ -4,6 +4,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,9 @@ std::optional<std::string> invalid_id_reason(const std::string& id);
 //   images/<id>.<jpg|png|webp|bmp>   the reference image as uploaded
 //   images/<id>.json                 its metadata (a JSON object)
 //   features/<signature hash>/<id>.rec   one feature record per extractor signature
+//   features/signatures/<signature hash> a marker per signature that has records (its text), so
+//                                        removing an item looks in each signature's place instead
+//                                        of listing every record of every item
 class Gallery {
 public:
     Gallery(std::shared_ptr<Storage> storage, std::string images_prefix, std::string features_prefix);
@@ -54,12 +58,18 @@ public:
 
 private:
     void journal(const std::string& id);
+    // The signature directories that may hold records: the markers, plus what this process wrote.
+    std::set<std::string> signature_dirs() const;
+    void mark_signature(const std::string& dir, const std::string& signature);
     std::optional<std::string> image_key(const std::string& id) const;
     std::shared_ptr<Storage> storage_;
     std::string images_;
     std::string features_;
     mutable std::mutex journal_mutex_;
     std::uint64_t journal_seq_ = 0;
+    mutable std::mutex signatures_mutex_;
+    std::set<std::string> marked_;    // signature directories with a marker
+    std::set<std::string> unmarked_;  // found at start-up without one (the marker could not be written)
 };
 
 void check_id(const std::string& id);
