@@ -129,11 +129,12 @@ int cmd_ingest(const GlobalOptions& g, const std::vector<std::string>& inputs, c
                     throw Error(ErrorCode::invalid_argument, sidecar.string() + " is not valid JSON");
             }
             // Extract first: an image that cannot be decoded never enters the gallery.
-            std::vector<FeatureRecord> records;
-            for (const auto& name : pipelines) records.push_back(host.pipeline(name).extract_item(id, image));
-            for (const auto& r : records) gallery.remove_record(r.signature, id);  // the old image's, if any
-            gallery.put(id, image, metadata);
-            for (const auto& r : records) gallery.put_record(r.signature, id, encode_record(r));
+            std::vector<Gallery::RecordBytes> records;
+            for (const auto& name : pipelines) {
+                auto r = host.pipeline(name).extract_item(id, image);
+                records.push_back({r.signature, encode_record(r)});
+            }
+            gallery.put(id, image, metadata, records);
         }));
     }
     for (std::size_t i = 0; i < futures.size(); ++i) {

@@ -14,12 +14,17 @@ namespace sightline::host {
 std::optional<std::string> invalid_id_reason(const std::string& id);
 
 // The reference items in a storage. Layout under the configured prefixes:
-//   images/<id>.<jpg|png|webp|bmp>   the reference image as uploaded
-//   images/<id>.json                 its metadata (a JSON object)
+//   images/<id>.item                 the item: its image's name, size and checksum, and its
+//                                    metadata (JSON); one object, so one atomic put changes both
+//   images/<id>/<16 hex>.<jpg|png|webp|bmp>   the reference image as uploaded, under a fresh name
+//                                    per change
 //   features/<signature hash>/<id>.rec   one feature record per extractor signature
 //   features/signatures/<signature hash> a marker per signature that has records (its text), so
 //                                        removing an item looks in each signature's place instead
 //                                        of listing every record of every item
+// Galleries written before item records existed, and images copied in by hand, are read as they
+// are: images/<id>.<jpg|png|webp|bmp> with its metadata in images/<id>.json; the next put of such
+// an item moves it to the layout above.
 class Gallery {
 public:
     Gallery(std::shared_ptr<Storage> storage, std::string images_prefix, std::string features_prefix);
@@ -29,9 +34,18 @@ public:
     std::optional<Bytes> image(const std::string& id) const;
     std::string metadata(const std::string& id) const;  // "{}" when none was given
 
-    // Stores the image (format read from its header) and metadata; replaces an existing item.
-    void put(const std::string& id, std::span<const std::uint8_t> image, const std::string& metadata_json);
-    // Removes image, metadata and every feature record of the item.
+    struct RecordBytes {
+        std::string signature;
+        Bytes bytes;  // encode_record's
+    };
+    // Stores the image (format read from its header) and metadata, replacing an existing item, as
+    // one change: if it throws, nothing of the new item is visible and the old one is as it was
+    // (its records may be missing if they could not be put back: they are recomputed from its
+    // image). `records` (the new image's) are stored after the change; one that cannot be is
+    // logged and recomputed at the next start.
+    void put(const std::string& id, std::span<const std::uint8_t> image, const std::string& metadata_json,
+             const std::vector<RecordBytes>& records = {});
+    // Removes image, metadata and every feature record of the item; false if there was none.
     bool remove(const std::string& id);
 
     std::string record_key(const std::string& signature, const std::string& id) const;
@@ -61,7 +75,20 @@ private:
     // The signature directories that may hold records: the markers, plus what this process wrote.
     std::set<std::string> signature_dirs() const;
     void mark_signature(const std::string& dir, const std::string& signature);
-    std::optional<std::string> image_key(const std::string& id) const;
+    struct Entry {
+        std::string image_key;
+        std::string metadata;
+        bool legacy = false;  // images/<id>.<ext>: no size or checksum known
+        std::uint64_t image_bytes = 0;
+        std::string image_checksum;
+    };
+    // Where the item's image is and its metadata; nullopt if there is no such item. Throws
+    // Error(data_loss) if its item record is damaged.
+    std::optional<Entry> entry(const std::string& id) const;
+    std::string item_key(const std::string& id) const;
+    std::optional<std::string> legacy_image_key(const std::string& id) const;
+    // Removes the item's images other than `keep`, and its legacy metadata.
+    void remove_stale(const std::string& id, const std::string& keep);
     std::shared_ptr<Storage> storage_;
     std::string images_;
     std::string features_;
