@@ -185,23 +185,35 @@ bool Gallery::contains(const std::string& id) const {
     return storage_->exists(item_key(id)) || legacy_image_key(id).has_value();
 }
 
+namespace {
+Error damaged(const std::string& id, const std::string& why) {
+    return Error(ErrorCode::data_loss, "gallery item '" + id + "' is damaged: " + why + "; put it again (PUT /v1/gallery/" +
+                                           id + " or sightline ingest) or remove it");
+}
+
+std::string hex64(std::uint64_t v) {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+}  // namespace
+
 std::optional<Gallery::Entry> Gallery::entry(const std::string& id) const {
     if (auto bytes = storage_->get(item_key(id))) {
-        auto damaged = [&](const std::string& why) {
-            return Error(ErrorCode::data_loss, "gallery item '" + id + "' is damaged: " + why +
-                                                   "; put it again (PUT /v1/gallery/" + id + " or sightline ingest)");
-        };
         auto j = nlohmann::json::parse(bytes->begin(), bytes->end(), nullptr, false);
-        if (j.is_discarded() || !j.is_object()) throw damaged("its item record is not JSON");
+        if (j.is_discarded() || !j.is_object()) throw damaged(id, "its item record is not JSON");
         const auto image = j.value("image", std::string());
         const auto meta = j.find("metadata");
-        if (!valid_blob_name(image) || meta == j.end() || !meta->is_object())
-            throw damaged("its item record lacks the image name or the metadata");
+        const auto size = j.find("bytes");
+        const auto sum = j.find("fnv1a64");
+        if (!valid_blob_name(image) || meta == j.end() || !meta->is_object() || size == j.end() ||
+            !size->is_number_unsigned() || sum == j.end() || !sum->is_string())
+            throw damaged(id, "its item record lacks the image's name, size or checksum, or the metadata");
         Entry e;
         e.image_key = images_ + id + "/" + image;
         e.metadata = meta->dump();
-        e.image_bytes = j.value("bytes", std::uint64_t{0});
-        e.image_checksum = j.value("fnv1a64", std::string());
+        e.image_bytes = size->get<std::uint64_t>();
+        e.image_checksum = sum->get<std::string>();
         return e;
     }
     auto key = legacy_image_key(id);
@@ -209,16 +221,40 @@ std::optional<Gallery::Entry> Gallery::entry(const std::string& id) const {
     Entry e;
     e.image_key = *key;
     e.legacy = true;
-    if (auto meta = storage_->get(images_ + id + ".json")) e.metadata.assign(meta->begin(), meta->end());
-    else e.metadata = "{}";
+    e.metadata = "{}";
+    if (auto meta = storage_->get(images_ + id + ".json")) {
+        auto j = nlohmann::json::parse(meta->begin(), meta->end(), nullptr, false);
+        if (j.is_discarded() || !j.is_object()) throw damaged(id, "its metadata is not a JSON object");
+        e.metadata = j.dump();
+    }
     return e;
 }
 
-std::optional<Bytes> Gallery::image(const std::string& id) const {
+std::optional<Gallery::Item> Gallery::item(const std::string& id) const {
     check_id(id);
     auto e = entry(id);
     if (!e) return std::nullopt;
-    return storage_->get(e->image_key);
+    auto image = storage_->get(e->image_key);
+    // Gone between reading the entry and the image: removed meanwhile, unless its record remains.
+    if (!image) {
+        if (!e->legacy && storage_->exists(item_key(id))) throw damaged(id, "its image is missing");
+        return std::nullopt;
+    }
+    Item item{std::move(*image), std::move(e->metadata), !e->legacy};
+    if (!e->legacy) {
+        if (item.image.size() != e->image_bytes)
+            throw damaged(id, "its image is " + std::to_string(item.image.size()) + " bytes, " +
+                                  std::to_string(e->image_bytes) + " expected");
+        if (hex64(fnv1a64(item.image.data(), item.image.size())) != e->image_checksum)
+            throw damaged(id, "its image does not match its checksum");
+    }
+    return item;
+}
+
+std::optional<Bytes> Gallery::image(const std::string& id) const {
+    auto i = item(id);
+    if (!i) return std::nullopt;
+    return std::move(i->image);
 }
 
 std::string Gallery::metadata(const std::string& id) const {
@@ -252,12 +288,9 @@ void Gallery::put(const std::string& id, std::span<const std::uint8_t> image, co
     // and its metadata together: until then the old item is whole, afterwards the new one is.
     const std::string blob_name = random_name() + "." + extension_for(header.format);
     const std::string blob = images_ + id + "/" + blob_name;
-    char checksum[17];
-    std::snprintf(checksum, sizeof checksum, "%016llx",
-                  static_cast<unsigned long long>(fnv1a64(image.data(), image.size())));
     const std::string item = nlohmann::json{{"image", blob_name},
                                             {"bytes", image.size()},
-                                            {"fnv1a64", checksum},
+                                            {"fnv1a64", hex64(fnv1a64(image.data(), image.size()))},
                                             {"metadata", parsed}}
                                  .dump();
     journal(id);

@@ -216,13 +216,22 @@ void HostService::put_item(const std::string& id, std::span<const std::uint8_t> 
 std::optional<GalleryItem> HostService::get_item(const std::string& id) const {
     check_id(id);
     auto guard = item_locks_.lock(id);  // not halfway through a change
-    auto image = host_.gallery().image(id);
-    if (!image) return std::nullopt;
+    auto stored = host_.gallery().item(id);
+    if (!stored) return std::nullopt;
+    if (!stored->verified) {
+        // The old layout has no checksum: an image that does not decode is damaged, not served.
+        try {
+            decode_gray(stored->image, {host_.limits().max_body_bytes, host_.limits().max_pixels}, 64);
+        } catch (const Error& e) {
+            throw Error(ErrorCode::data_loss, "gallery item '" + id + "' is damaged: its image cannot be decoded (" +
+                                                  e.what() + "); put it again or remove it");
+        }
+    }
     GalleryItem item;
     item.id = id;
-    item.content_type = content_type_of(*image);
-    item.image = std::move(*image);
-    item.metadata_json = host_.gallery().metadata(id);
+    item.content_type = content_type_of(stored->image);
+    item.image = std::move(stored->image);
+    item.metadata_json = std::move(stored->metadata);
     return item;
 }
 

@@ -31,8 +31,20 @@ public:
 
     std::vector<std::string> ids() const;
     bool contains(const std::string& id) const;
-    std::optional<Bytes> image(const std::string& id) const;
-    std::string metadata(const std::string& id) const;  // "{}" when none was given
+
+    struct Item {
+        Bytes image;
+        std::string metadata;  // a JSON object
+        // The image matched the size and checksum stored with it. False for the old layout, which
+        // has none: a caller that must not hand out a damaged image decodes it.
+        bool verified = false;
+    };
+    // The item's image and metadata, or nullopt if there is no such item. Throws Error(data_loss),
+    // naming the item and no storage location, if what is stored is damaged: a missing or
+    // truncated image, one that does not match its checksum, metadata that is not a JSON object.
+    std::optional<Item> item(const std::string& id) const;
+    std::optional<Bytes> image(const std::string& id) const;  // item(id)'s image
+    std::string metadata(const std::string& id) const;  // item(id)'s metadata; "{}" when there is none
 
     struct RecordBytes {
         std::string signature;
