@@ -18,6 +18,7 @@
 
 #include "embedded_config.hpp"
 #include "sightline/host/console.hpp"
+#include "sightline/host/gallery_lease.hpp"
 #include "sightline/host/host.hpp"
 #include "sightline/host/service.hpp"
 #include "sightline/host/result_json.hpp"
@@ -88,6 +89,8 @@ int cmd_ingest(const GlobalOptions& g, const std::vector<std::string>& inputs, c
     auto host_ptr = make_host(g);
     Host& host = *host_ptr;
     auto& gallery = host.gallery();
+    // A running server would not see what is written here until it restarts: refused while one runs.
+    GalleryLease lease(gallery, GalleryLease::Kind::ingest);
     struct Failure {
         std::string file, reason;
     };
@@ -202,6 +205,8 @@ int cmd_serve(const GlobalOptions& g) {
         throw Error(ErrorCode::invalid_argument,
                     "nothing to serve: the config has no transports (add e.g. `transports: [{type: http, listen: "
                     "\"127.0.0.1:8080\"}]` or --set 'transports=[{type: http}]')");
+    // Held until the process ends (a SIGKILLed server's lease is seen to be stale on this host).
+    GalleryLease lease(host.gallery(), GalleryLease::Kind::serve);
     HostService service(host);
     // On every way out (an exception included), transports stop before the service they call goes.
     struct StopTransports {

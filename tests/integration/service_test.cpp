@@ -3,6 +3,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <future>
 #include <latch>
 #include <thread>
@@ -10,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "photos.hpp"
+#include "sightline/host/gallery_lease.hpp"
 #include "sightline/host/host.hpp"
 #include "sightline/host/service.hpp"
 #include "test_support.hpp"
@@ -356,6 +363,179 @@ TEST(HostServiceGallery, DamagedItemsAreReportedNotServed) {
     // The intact items are still served.
     g.service->put_item("fine", read_bytes(files.at(14)), "{}");
     EXPECT_TRUE(g.service->get_item("fine"));
+}
+
+// --- one writer per gallery: `sightline ingest` beside a running `sightline serve` -------------
+
+struct CliRun {
+    int status = -1;
+    std::string out;
+};
+
+// Runs a shell command; stdout and stderr together.
+CliRun run(const std::string& command) {
+    CliRun r;
+    FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+    if (!p) return r;
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.out.append(buf, n);
+    const int st = ::pclose(p);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return r;
+}
+
+std::string sh_quote(const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+// `sightline --config CONFIG serve` in a child process, output to a log file.
+struct Server {
+    pid_t pid = -1;
+    fs::path log;
+    Server(const fs::path& config, fs::path log_file) : log(std::move(log_file)) {
+        std::string cli = SIGHTLINE_CLI, opt = "--config", config_arg = config.string(), cmd = "serve";
+        std::vector<char*> argv{cli.data(), opt.data(), config_arg.data(), cmd.data(), nullptr};
+        const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (out < 0) throw std::runtime_error("cannot write " + log.string());
+        pid = ::fork();
+        if (pid == 0) {
+            ::dup2(out, 1);
+            ::dup2(out, 2);
+            ::execv(cli.c_str(), argv.data());
+            ::_exit(127);
+        }
+        ::close(out);
+    }
+    // Waits for the "ready" line; false if it exits or takes more than a minute.
+    bool ready() {
+        for (int i = 0; i < 1200; ++i) {
+            if (fs::exists(log) && read_text(log).find("ready:") != std::string::npos) return true;
+            if (::waitpid(pid, nullptr, WNOHANG) == pid) {
+                pid = -1;
+                return false;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        return false;
+    }
+    int stop(int signal) {
+        int status = 0;
+        ::kill(pid, signal);
+        ::waitpid(pid, &status, 0);
+        pid = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    ~Server() {
+        if (pid > 0) stop(SIGKILL);
+    }
+};
+
+struct CliGallery {
+    explicit CliGallery(const fs::path& dir) : dir(dir) {
+        fs::create_directories(dir / "in");
+        const auto files = gallery_images();
+        for (int i = 0; i < 3; ++i) fs::copy_file(files.at(20 + i), dir / "in" / files.at(20 + i).filename());
+        write_text(config(), "plugins: { paths: [" + yq(plugin_dir()) + "] }\n"
+                             "storages:\n  gallery: { type: local, root: " + yq(dir / "gallery") + ", fsync: false }\n"
+                             "gallery: { storage: gallery }\n"
+                             "pipelines:\n  orb:\n    features: { type: orb, max_features: 300 }\n"
+                             "    index: { type: bruteforce }\n"
+                             "limits: { workers: 1 }\n"
+                             "logging: { level: info }\n"
+                             "transports:\n  - { type: http, listen: \"127.0.0.1:0\" }\n");
+    }
+    fs::path config() const { return dir / "serve.yaml"; }
+    CliRun ingest() const {
+        return run(sh_quote(SIGHTLINE_CLI) + " --config " + sh_quote(config().string()) + " --log-level warn ingest " +
+                   sh_quote((dir / "in").string()));
+    }
+    fs::path dir;
+};
+
+TEST(GalleryLease, IngestIsRefusedWhileServeHoldsTheGalleryAndAllowedAfterIt) {
+    TempDir dir("sightline-lease-serve");
+    CliGallery g(dir.path());
+    {
+        Server serve(g.config(), dir / "serve.log");
+        ASSERT_TRUE(serve.ready()) << read_text(dir / "serve.log");
+        CliRun refused = g.ingest();
+        EXPECT_NE(refused.status, 0) << refused.out;
+        EXPECT_THAT(refused.out, HasSubstr("sightline serve"));
+        EXPECT_THAT(refused.out, HasSubstr("pid " + std::to_string(serve.pid)));
+        EXPECT_THAT(refused.out, HasSubstr("PUT /v1/gallery"));  // what to do instead
+        EXPECT_THAT(refused.out, ::testing::Not(HasSubstr("ingested")));
+        EXPECT_EQ(serve.stop(SIGTERM), 0) << read_text(dir / "serve.log");
+    }
+    CliRun allowed = g.ingest();
+    EXPECT_EQ(allowed.status, 0) << allowed.out;
+    EXPECT_THAT(allowed.out, HasSubstr("ingested 3 of 3"));
+}
+
+TEST(GalleryLease, AServerKilledWithSigkillDoesNotBlockIngestForever) {
+    TempDir dir("sightline-lease-kill9");
+    CliGallery g(dir.path());
+    {
+        Server serve(g.config(), dir / "serve.log");
+        ASSERT_TRUE(serve.ready()) << read_text(dir / "serve.log");
+        EXPECT_EQ(serve.stop(SIGKILL), 128 + SIGKILL);
+    }
+    // Its lease is still in the storage, but its process is gone.
+    CliRun allowed = g.ingest();
+    EXPECT_EQ(allowed.status, 0) << allowed.out;
+    EXPECT_THAT(allowed.out, HasSubstr("ingested 3 of 3"));
+}
+
+// The lease without the CLI on one side: a process holding a serve lease keeps ingest out, one
+// holding an ingest lease keeps serve from starting.
+TEST(GalleryLease, AHoldingHostKeepsIngestOutAndAnIngestKeepsServeFromStarting) {
+    TempDir dir("sightline-lease-host");
+    CliGallery g(dir.path());
+    auto host = std::make_unique<Host>(load_config_file(g.config()));
+    {
+        GalleryLease lease(host->gallery(), GalleryLease::Kind::serve);
+        CliRun refused = g.ingest();
+        EXPECT_NE(refused.status, 0) << refused.out;
+        EXPECT_THAT(refused.out, HasSubstr("pid " + std::to_string(::getpid())));
+        // Another server may share the gallery.
+        GalleryLease another(host->gallery(), GalleryLease::Kind::serve);
+    }
+    CliRun allowed = g.ingest();
+    EXPECT_EQ(allowed.status, 0) << allowed.out;
+    {
+        GalleryLease lease(host->gallery(), GalleryLease::Kind::ingest);
+        Server serve(g.config(), dir / "serve.log");
+        EXPECT_FALSE(serve.ready());
+        EXPECT_THAT(read_text(dir / "serve.log"), HasSubstr("in use by `sightline ingest`"));
+    }
+    EXPECT_TRUE(host->gallery().storage().list(host->gallery().lease_prefix()).empty()) << "a lease was left behind";
+}
+
+// A holder on another host cannot be asked whether it runs: its lease counts until its heartbeat
+// is older than its ttl.
+TEST(GalleryLease, AnotherHostsLeaseCountsUntilItsHeartbeatIsOld) {
+    TempDir dir("sightline-lease-remote");
+    CliGallery g(dir.path());
+    auto host = std::make_unique<Host>(load_config_file(g.config()));
+    const std::string key = host->gallery().lease_prefix() + "serve-elsewhere-1";
+    auto put_lease = [&](std::chrono::seconds age) {
+        const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch()).count();
+        const std::string body = nlohmann::json{{"command", "serve"}, {"host", "elsewhere.example"}, {"pid", 1},
+                                                {"started", now - 3600}, {"heartbeat", now - age.count()},
+                                                {"ttl", 60}}.dump();
+        host->gallery().storage().put(key, to_bytes(body));
+    };
+    put_lease(std::chrono::seconds(5));
+    Error e = capture_error([&] { GalleryLease lease(host->gallery(), GalleryLease::Kind::ingest); });
+    EXPECT_EQ(e.code(), ErrorCode::unavailable);
+    EXPECT_THAT(e.what(), HasSubstr("pid 1 on elsewhere.example"));
+    put_lease(std::chrono::seconds(61));
+    {
+        GalleryLease lease(host->gallery(), GalleryLease::Kind::ingest);
+        EXPECT_FALSE(host->gallery().storage().exists(key)) << "the stale lease was not removed";
+    }
 }
 
 }  // namespace

@@ -81,6 +81,8 @@ public:
     std::vector<JournalEntry> journal_since(std::uint64_t seq) const;  // entries after seq, in order
     void journal_truncate(std::uint64_t upto);  // drops entries at or before upto
     std::string snapshot_key(const std::string& signature) const;
+    // Where GalleryLease keeps who is using the gallery.
+    std::string lease_prefix() const { return features_ + "leases/"; }
 
 private:
     void journal(const std::string& id);
