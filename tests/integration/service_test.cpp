@@ -37,8 +37,7 @@ struct GalleryHost {
                    "plugins: { paths: [" + yq(plugin_dir()) + ", " + yq(fixture_good_dir()) + "] }\n"
                    "storages:\n"
                    "  disk: { type: local, root: " + yq(dir / "gallery") + ", fsync: false }\n"
-                   "  gallery: { type: faulty, inner: disk, control: " + yq(control()) + ", list_log: " +
-                       yq(list_log()) + " }\n"
+                   "  gallery: { type: faulty, inner: disk, control: " + yq(control()) + " }\n"
                    "gallery: { storage: gallery }\n"
                    "pipelines:\n"
                    "  a: { features: { type: orb, max_features: 500, fast_threshold: 12 }, index: { type: bruteforce } }\n"
@@ -56,7 +55,6 @@ struct GalleryHost {
         service->load_gallery();
     }
     fs::path control() const { return dir / "fault"; }
-    fs::path list_log() const { return dir / "lists.log"; }
     // The next n-th put fails; "full": it and every later one, until heal().
     void fail_put(int n, const std::string& mode = "once") { write_text(control(), mode + " " + std::to_string(n)); }
     void heal() { fs::remove(control()); }
