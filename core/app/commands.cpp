@@ -18,6 +18,7 @@
 
 #include "embedded_config.hpp"
 #include "sightline/host/console.hpp"
+#include "sightline/host/gallery_lease.hpp"
 #include "sightline/host/host.hpp"
 #include "sightline/host/service.hpp"
 #include "sightline/host/result_json.hpp"
@@ -90,6 +91,8 @@ int cmd_ingest(const GlobalOptions& g, const std::vector<std::string>& inputs, c
     auto host_ptr = make_host(g);
     Host& host = *host_ptr;
     auto& gallery = host.gallery();
+    // A running server would not see what is written here until it restarts: refused while one runs.
+    GalleryLease lease(gallery, GalleryLease::Kind::ingest);
     struct Failure {
         std::string file, reason;
     };
@@ -131,11 +134,12 @@ int cmd_ingest(const GlobalOptions& g, const std::vector<std::string>& inputs, c
                     throw Error(ErrorCode::invalid_argument, sidecar.string() + " is not valid JSON");
             }
             // Extract first: an image that cannot be decoded never enters the gallery.
-            std::vector<FeatureRecord> records;
-            for (const auto& name : pipelines) records.push_back(host.pipeline(name).extract_item(id, image));
-            for (const auto& r : records) gallery.remove_record(r.signature, id);  // the old image's, if any
-            gallery.put(id, image, metadata);
-            for (const auto& r : records) gallery.put_record(r.signature, id, encode_record(r));
+            std::vector<Gallery::RecordBytes> records;
+            for (const auto& name : pipelines) {
+                auto r = host.pipeline(name).extract_item(id, image);
+                records.push_back({r.signature, encode_record(r)});
+            }
+            gallery.put(id, image, metadata, records);
         }));
     }
     for (std::size_t i = 0; i < futures.size(); ++i) {
@@ -203,6 +207,8 @@ int cmd_serve(const GlobalOptions& g) {
         throw Error(ErrorCode::invalid_argument,
                     "nothing to serve: the config has no transports (add e.g. `transports: [{type: http, listen: "
                     "\"127.0.0.1:8080\"}]` or --set 'transports=[{type: http}]')");
+    // Held until the process ends (a SIGKILLed server's lease is seen to be stale on this host).
+    GalleryLease lease(host.gallery(), GalleryLease::Kind::serve);
     HostService service(host);
     // On every way out (an exception included), transports stop before the service they call goes.
     struct StopTransports {

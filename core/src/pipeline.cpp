@@ -170,14 +170,18 @@ Pipeline::RecordState Pipeline::ensure_indexed(Gallery& gallery, const std::stri
             state = RecordState::damaged_recomputed;
         }
     }
+    std::string metadata;
     if (!rec) {
-        auto image = gallery.image(id);
-        if (!image) throw Error(ErrorCode::not_found, "gallery item '" + id + "' has no image");
-        rec = extract_item(id, *image);
+        auto item = gallery.item(id);
+        if (!item) throw Error(ErrorCode::not_found, "gallery item '" + id + "' has no image");
+        rec = extract_item(id, item->image);
         auto bytes = encode_record(*rec);
         gallery.put_record(signature_, id, bytes);
+        metadata = std::move(item->metadata);
+    } else {
+        metadata = gallery.metadata(id);
     }
-    add_record(*rec, gallery.metadata(id));
+    add_record(*rec, std::move(metadata));
     return state;
 }
 

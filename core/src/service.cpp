@@ -195,34 +195,53 @@ void HostService::put_item(const std::string& id, std::span<const std::uint8_t> 
     if (!parsed.is_object()) throw Error(ErrorCode::invalid_argument, "metadata must be a JSON object");
     // While the gallery loads, its index may be replaced by a snapshot: a change now could be lost.
     if (!ready_) throw Error(ErrorCode::unavailable, "the gallery is still loading; retry when /readyz answers 200");
-    // Decode once before storing anything, so a broken image never enters the gallery.
-    decode_gray(image, {host_.limits().max_body_bytes, host_.limits().max_pixels}, 64);
-    // The old image's records go first: a crash before the new ones exist must not leave them
-    // describing the new image (start-up would index them as valid).
-    for (const auto& name : host_.pipeline_names()) host_.gallery().remove_record(host_.pipeline(name).signature(), id);
-    host_.gallery().put(id, image, parsed.dump());
-    for (const auto& name : host_.pipeline_names()) host_.pipeline(name).add(host_.gallery(), id);
+    // Held across the extraction, the storage writes, the journal and every pipeline's index.
+    auto guard = item_locks_.lock(id);
+    // Every pipeline's features first (this decodes the image): a broken image, or one an extractor
+    // fails on, never enters the gallery, and nothing is written before all of them exist.
+    std::vector<FeatureRecord> records;
+    std::vector<Gallery::RecordBytes> encoded;
+    for (const auto& name : host_.pipeline_names()) {
+        records.push_back(host_.pipeline(name).extract_item(id, image));
+        encoded.push_back({records.back().signature, encode_record(records.back())});
+    }
+    const std::string stored = parsed.dump();
+    host_.gallery().put(id, image, stored, encoded);
+    // The change is stored; the indexes follow from memory (no storage round trip that could fail).
+    const auto names = host_.pipeline_names();
+    for (std::size_t i = 0; i < names.size(); ++i) host_.pipeline(names[i]).add_record(records[i], stored);
     gallery_items_->set(static_cast<double>(host_.pipeline().size()));
 }
 
 std::optional<GalleryItem> HostService::get_item(const std::string& id) const {
     check_id(id);
-    auto image = host_.gallery().image(id);
-    if (!image) return std::nullopt;
+    auto guard = item_locks_.lock(id);  // not halfway through a change
+    auto stored = host_.gallery().item(id);
+    if (!stored) return std::nullopt;
+    if (!stored->verified) {
+        // The old layout has no checksum: an image that does not decode is damaged, not served.
+        try {
+            decode_gray(stored->image, {host_.limits().max_body_bytes, host_.limits().max_pixels}, 64);
+        } catch (const Error& e) {
+            throw Error(ErrorCode::data_loss, "gallery item '" + id + "' is damaged: its image cannot be decoded (" +
+                                                  e.what() + "); put it again or remove it");
+        }
+    }
     GalleryItem item;
     item.id = id;
-    item.content_type = content_type_of(*image);
-    item.image = std::move(*image);
-    item.metadata_json = host_.gallery().metadata(id);
+    item.content_type = content_type_of(stored->image);
+    item.image = std::move(stored->image);
+    item.metadata_json = std::move(stored->metadata);
     return item;
 }
 
 bool HostService::remove_item(const std::string& id) {
     check_id(id);
     if (!ready_) throw Error(ErrorCode::unavailable, "the gallery is still loading; retry when /readyz answers 200");
-    bool any = false;
+    auto guard = item_locks_.lock(id);
+    // Storage first: if it fails the item is still there, and so it stays in the indexes.
+    bool any = host_.gallery().remove(id);
     for (const auto& name : host_.pipeline_names()) any = host_.pipeline(name).remove(id) || any;
-    any = host_.gallery().remove(id) || any;
     gallery_items_->set(static_cast<double>(host_.pipeline().size()));
     return any;
 }

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <shared_mutex>
 
 namespace fs = std::filesystem;
 
@@ -76,15 +77,28 @@ public:
         fs::path existing = target.parent_path();
         while (existing != root_ && !fs::exists(existing, ec)) existing = existing.parent_path();
         check_inside(existing, key);
-        fs::create_directories(target.parent_path(), ec);
-        if (ec) fail_io("cannot create the directory for", key, ec.value());
-        check_inside(target.parent_path(), key);
-
         thread_local std::mt19937_64 rng{std::random_device{}()};
         fs::path temp = target;
         temp += std::string(kTempMarker) + std::to_string(rng());
-        FileDescriptor fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-        if (fd.get() < 0) fail_io("cannot create a temp file for", key, errno);
+        int raw = -1, open_error = 0;
+        {
+            // remove() prunes emptied directories: none of this process's while a put is between
+            // making its directory and creating its temp file there (which keeps it non-empty).
+            // Another process's prune can still interfere: retried.
+            std::shared_lock lock(dirs_mutex_);
+            for (int attempt = 0; attempt < 8; ++attempt) {
+                fs::create_directories(target.parent_path(), ec);
+                if (ec == std::errc::no_such_file_or_directory) continue;
+                if (ec) fail_io("cannot create the directory for", key, ec.value());
+                check_inside(target.parent_path(), key);
+                raw = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+                open_error = errno;
+                if (raw >= 0 || open_error != ENOENT) break;
+            }
+        }
+        if (ec) fail_io("cannot create the directory for", key, ec.value());
+        FileDescriptor fd(raw);
+        if (fd.get() < 0) fail_io("cannot create a temp file for", key, open_error);
         std::size_t done = 0;
         while (done < bytes.size()) {
             ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
@@ -144,7 +158,11 @@ public:
     bool remove(const std::string& key) override {
         fs::path p = path_of(key);
         check_inside(p.parent_path(), key);
-        if (::unlink(p.c_str()) == 0) return true;
+        if (::unlink(p.c_str()) == 0) {
+            std::unique_lock lock(dirs_mutex_);
+            prune(p.parent_path());
+            return true;
+        }
         if (errno == ENOENT || errno == ENOTDIR) return false;
         fail_io("cannot remove", key, errno);
     }
@@ -184,6 +202,15 @@ private:
         return root_ / key;
     }
 
+    // Removes dir and its parents up to the root while they are empty (rmdir refuses the others),
+    // so removed objects leave no directories behind.
+    void prune(fs::path dir) const {
+        const auto root = root_.native();
+        while (dir.native().size() > root.size() && dir.native().compare(0, root.size(), root) == 0 &&
+               ::rmdir(dir.c_str()) == 0)
+            dir = dir.parent_path();
+    }
+
     // Keys cannot name ".." but a symlink inside the root could still point outside it.
     bool inside(const fs::path& p) const {
         std::error_code ec;
@@ -216,6 +243,7 @@ private:
     std::shared_ptr<spdlog::logger> log_;
     fs::path root_;
     bool fsync_;
+    mutable std::shared_mutex dirs_mutex_;
 };
 
 }  // namespace

@@ -395,7 +395,7 @@ TEST(Cli, IngestThenQueryPrintsTheRightId) {
     RunResult ingest = run(cli + " ingest " + sh_quote(images.string()) + log);
     ASSERT_EQ(ingest.status, 0) << ingest.out << read_text(dir / "stderr.log");
     EXPECT_THAT(ingest.out, HasSubstr("ingested 10 of 10")) << ingest.out;
-    EXPECT_TRUE(fs::exists(dir / "store" / "images" / (all[8].stem().string() + ".jpg")));
+    EXPECT_TRUE(fs::exists(dir / "store" / "images" / (all[8].stem().string() + ".item")));
 
     const std::string expected = all[8].stem().string();
     synth::Photo photo = easy_photo(all[8], 42);
@@ -443,7 +443,7 @@ TEST(Cli, TheBuiltInDefaultRunsFromAnyDirectory) {
     ASSERT_EQ(ingest.status, 0) << ingest.out << read_text(dir / "stderr.log");
     EXPECT_THAT(ingest.out, HasSubstr("ingested 8 of 8")) << ingest.out;
     EXPECT_THAT(read_text(dir / "stderr.log"), HasSubstr("vocabulary 'surf-default.voc'"));
-    EXPECT_TRUE(fs::exists(dir / "data" / "gallery" / "images" / (all[5].stem().string() + ".jpg")));
+    EXPECT_TRUE(fs::exists(dir / "data" / "gallery" / "images" / (all[5].stem().string() + ".item")));
 
     RunResult q = run(in_dir + " query query.jpg" + log);
     ASSERT_EQ(q.status, 0) << q.out << read_text(dir / "stderr.log");

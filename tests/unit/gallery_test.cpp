@@ -64,6 +64,14 @@ protected:
         }
     }
 
+    // The files of an item's images (images/<id>/<name>.<ext>).
+    std::vector<fs::path> image_files(const std::string& id) const {
+        std::vector<fs::path> out;
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(store() / "images" / id, ec)) out.push_back(e.path());
+        return out;
+    }
+
     fs::path record_file(Host& host, const std::string& id) {
         return store() / host.gallery().record_key(host.pipeline().signature(), id);
     }
@@ -91,7 +99,9 @@ TEST_F(GalleryTest, IngestStoresImagesMetadataAndRecords) {
         SCOPED_TRACE(id);
         EXPECT_TRUE(g.contains(id));
         EXPECT_EQ(g.image(id), read_bytes(path));
-        EXPECT_TRUE(fs::exists(store() / "images" / (id + ".jpg")));
+        EXPECT_TRUE(fs::exists(store() / "images" / (id + ".item")));
+        ASSERT_EQ(image_files(id).size(), 1u);
+        EXPECT_EQ(image_files(id)[0].extension(), ".jpg");
         EXPECT_THAT(g.metadata(id), HasSubstr("\"title\""));
         auto bytes = g.record(p.signature(), id);
         ASSERT_TRUE(bytes.has_value()) << "no feature record";
@@ -257,11 +267,11 @@ TEST_F(GalleryTest, RemoveDeletesImageMetadataAndEveryRecord) {
         std::vector<std::string> out;
         for (const auto& k : h.gallery().storage().list("")) {
             auto name = k.substr(k.rfind('/') + 1);
-            if (name.rfind(item + ".", 0) == 0) out.push_back(k);
+            if (name.rfind(item + ".", 0) == 0 || k.rfind("images/" + item + "/", 0) == 0) out.push_back(k);
         }
         return out;
     };
-    ASSERT_EQ(keys_of(*host, id).size(), 4u);  // image, metadata, two records
+    ASSERT_EQ(keys_of(*host, id).size(), 4u);  // image, item record (metadata), two records
 
     EXPECT_TRUE(host->gallery().remove(id));
     EXPECT_TRUE(host->pipeline().remove(id));
@@ -278,6 +288,49 @@ TEST_F(GalleryTest, RemoveDeletesImageMetadataAndEveryRecord) {
     EXPECT_FALSE(host->gallery().remove(id));
 }
 
+// Another storage's objects, counting the keys its list() calls return.
+class ListCounting final : public Storage {
+public:
+    explicit ListCounting(std::shared_ptr<Storage> inner) : inner_(std::move(inner)) {}
+    void put(const std::string& key, std::span<const std::uint8_t> bytes) override { inner_->put(key, bytes); }
+    std::optional<Bytes> get(const std::string& key) const override { return inner_->get(key); }
+    bool remove(const std::string& key) override { return inner_->remove(key); }
+    bool exists(const std::string& key) const override { return inner_->exists(key); }
+    std::vector<std::string> list(const std::string& prefix) const override {
+        auto keys = inner_->list(prefix);
+        listed += keys.size();
+        return keys;
+    }
+    mutable std::size_t listed = 0;
+
+private:
+    std::shared_ptr<Storage> inner_;
+};
+
+TEST_F(GalleryTest, RemoveListsNoOtherItemsRecords) {
+    {
+        auto host = make_host(300);
+        ingest(*host);
+    }
+    auto host = make_host(250);  // a second signature: every item has two records
+    host->pipeline().load(host->gallery());
+    auto counting = std::make_shared<ListCounting>(host->storage("main"));
+    Gallery gallery(counting, "images/", "features/");
+    const std::string id = id_of(images_[1]);
+    counting->listed = 0;
+    EXPECT_TRUE(gallery.remove(id));
+    // Deleting one item costs a look per signature, not a walk over the other items' records
+    // (2 x 5 of them here, and a million in a large gallery).
+    EXPECT_LE(counting->listed, 4u);
+    const auto keys = host->gallery().storage().list("features/");
+    for (const auto& p : images_) {
+        const auto n = std::count_if(keys.begin(), keys.end(), [&](const std::string& k) {
+            return k.size() > id_of(p).size() + 5 && k.ends_with("/" + id_of(p) + ".rec");
+        });
+        EXPECT_EQ(n, id_of(p) == id ? 0 : 2) << id_of(p);
+    }
+}
+
 TEST_F(GalleryTest, ReplacingAnItemWithAnotherFormatLeavesOneImage) {
     auto host = make_host();
     const std::string id = "item";
@@ -286,11 +339,40 @@ TEST_F(GalleryTest, ReplacingAnItemWithAnotherFormatLeavesOneImage) {
     std::vector<std::uint8_t> png;
     ASSERT_TRUE(cv::imencode(".png", img, png));
     host->gallery().put(id, png, R"({"v": 2})");
-    EXPECT_FALSE(fs::exists(store() / "images/item.jpg"));
-    EXPECT_TRUE(fs::exists(store() / "images/item.png"));
+    ASSERT_EQ(image_files(id).size(), 1u);
+    EXPECT_EQ(image_files(id)[0].extension(), ".png");
     EXPECT_EQ(host->gallery().image(id), Bytes(png.begin(), png.end()));
     EXPECT_THAT(host->gallery().metadata(id), HasSubstr("\"v\":2"));
     EXPECT_EQ(host->gallery().ids(), std::vector<std::string>{id});
+}
+
+// Images copied in by hand, and galleries from before item records: images/<id>.<ext> beside an
+// optional images/<id>.json. They are read as they are; their next put moves them to the item
+// layout, leaving none of the old files.
+TEST_F(GalleryTest, ItemsInTheOldLayoutAreReadAndMovedByTheirNextPut) {
+    fs::create_directories(store() / "images");
+    fs::copy_file(images_[0], store() / "images" / "old.jpg");
+    write_text(store() / "images" / "old.json", R"({"title": "old"})");
+    fs::copy_file(images_[1], store() / "images" / "bare.jpg");
+    auto host = make_host();
+    Gallery& g = host->gallery();
+    auto ids = g.ids();
+    std::sort(ids.begin(), ids.end());
+    EXPECT_EQ(ids, (std::vector<std::string>{"bare", "old"}));
+    EXPECT_EQ(g.image("old"), read_bytes(images_[0]));
+    EXPECT_THAT(g.metadata("old"), HasSubstr("\"old\""));
+    EXPECT_EQ(g.metadata("bare"), "{}");
+    host->pipeline().load(g);
+    EXPECT_EQ(host->pipeline().size(), 2u);
+
+    g.put("old", read_bytes(images_[2]), R"({"title": "new"})");
+    EXPECT_FALSE(fs::exists(store() / "images" / "old.jpg"));
+    EXPECT_FALSE(fs::exists(store() / "images" / "old.json"));
+    EXPECT_EQ(g.image("old"), read_bytes(images_[2]));
+    EXPECT_THAT(g.metadata("old"), HasSubstr("\"new\""));
+    EXPECT_TRUE(g.remove("bare"));
+    EXPECT_FALSE(fs::exists(store() / "images" / "bare.jpg"));
+    EXPECT_EQ(g.ids(), std::vector<std::string>{"old"});
 }
 
 TEST_F(GalleryTest, InvalidIdsAreRejected) {

@@ -225,7 +225,7 @@ TEST(PluginRegistry, GetMissingListsAvailablePluginsAndSearchPaths) {
     EXPECT_THAT(available, HasSubstr("orb")) << what;
     EXPECT_THAT(available, HasSubstr("counting")) << what;
 
-    // A kind with no plugin at all in the search path (the fixtures hold only a features plugin).
+    // A kind with no plugin at all in the search path (the fixtures hold no sink plugin).
     PluginRegistry fixtures_only({fixture_good_dir()});
     fixtures_only.load_all();
     e = capture_error([&] { fixtures_only.get(PluginKind::sink, "jsonl"); });

@@ -104,6 +104,38 @@ TEST_F(LocalStorageTest, DataSurvivesANewInstance) {
     EXPECT_EQ(again->get("k/v"), to_bytes("persisted"));
 }
 
+// The gallery keeps an item's images in a directory of their own: removing an item's last object
+// must not leave the directory behind (a gallery with many removed items would fill with them),
+// and a put racing such a removal into the same directory still succeeds.
+TEST_F(LocalStorageTest, RemovingTheLastObjectOfADirectoryRemovesTheDirectory) {
+    storage_->put("images/item/a.jpg", to_bytes("a"));
+    storage_->put("images/item/b.jpg", to_bytes("b"));
+    storage_->put("images/other.item", to_bytes("o"));
+    EXPECT_TRUE(storage_->remove("images/item/a.jpg"));
+    EXPECT_TRUE(fs::is_directory(root_ / "images" / "item"));
+    EXPECT_TRUE(storage_->remove("images/item/b.jpg"));
+    EXPECT_FALSE(fs::exists(root_ / "images" / "item"));
+    EXPECT_TRUE(fs::is_directory(root_ / "images")) << "a directory that still holds objects was removed";
+    EXPECT_TRUE(storage_->remove("images/other.item"));
+    EXPECT_FALSE(fs::exists(root_ / "images"));
+    EXPECT_TRUE(fs::is_directory(root_)) << "the root itself was removed";
+
+    std::atomic<bool> stop{false};
+    std::thread remover([&] {
+        while (!stop) {
+            storage_->put("race/x/one", to_bytes("1"));
+            storage_->remove("race/x/one");
+        }
+    });
+    for (int i = 0; i < 2000 && !HasFailure(); ++i) {
+        const std::string key = "race/x/k" + std::to_string(i % 7);
+        EXPECT_NO_THROW(storage_->put(key, to_bytes("v"))) << key;
+        EXPECT_NO_THROW(storage_->remove(key));
+    }
+    stop = true;
+    remover.join();
+}
+
 TEST_F(LocalStorageTest, InvalidKeysAreRefusedWithTheReason) {
     struct Case {
         std::string key, reason;

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "sightline/host/host.hpp"
+#include "sightline/host/id_locks.hpp"
 
 namespace sightline::host {
 
@@ -57,6 +58,10 @@ private:
 
     std::mutex id_mutex_;
     std::mt19937_64 id_rng_;
+
+    // Changes (and reads) of one gallery item run one at a time: a put racing a remove or another
+    // put of the same id would otherwise leave the indexes holding what storage does not.
+    mutable IdLocks item_locks_;
 
     struct Stored {
         RequestState state = RequestState::pending;
