@@ -1059,13 +1059,25 @@ TEST(HttpTransport, AnOversizedContentLengthIsAnsweredBeforeTheBody) {
     auto s = started({.limits = "{max_body_bytes: 1MB, workers: 1, request_timeout: 30s}"});
     int fd = connect_to(s->port());
     ASSERT_GE(fd, 0);
+    constexpr std::size_t kDeclared = 100'000'000;
     ASSERT_TRUE(send_all(fd, "POST /v1/recognize HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
-                             "Content-Length: 100000000\r\n\r\n0123456789"));
-    // No more of the body is sent: the answer must not wait for it.
-    Received r = receive(fd, std::chrono::seconds(5), complete_response);
+                             "Content-Length: " + std::to_string(kDeclared) + "\r\n\r\n"));
+    // The client sends its body as fast as it can while the answer is awaited.
+    std::atomic<std::size_t> sent{0};
+    std::atomic<bool> answered{false};
+    std::thread sender([&] {
+        const std::string chunk(65536, 'x');
+        while (sent < kDeclared && !answered && send_all(fd, chunk)) sent += chunk.size();
+    });
+    Received r = receive(fd, std::chrono::seconds(60), complete_response);
+    const std::size_t sent_when_answered = sent;
+    answered = true;
+    ::shutdown(fd, SHUT_RDWR);
+    sender.join();
     ::close(fd);
     expect_json_error_response(r.data, 413);
     EXPECT_THAT(body_of(r.data), HasSubstr("max_body_bytes"));
+    EXPECT_LT(sent_when_answered, kDeclared / 2) << "the answer waited for the body";
 }
 
 // Before: one header byte per second on 8 connections (the default thread count) locked every other
