@@ -2,6 +2,7 @@
 // Small helpers shared by the test executables: unique temp directories, file I/O, paths of the
 // build's plugins and the demo gallery, and a Host built from a config written to disk.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sightline/context.hpp>
@@ -12,6 +13,7 @@
 #include "sightline/host/metrics_registry.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -121,6 +123,29 @@ inline Error capture_error(const std::function<void()>& f) {
 }
 
 // Quotes a path for a YAML flow scalar.
+// A shell command's exit status and standard output (append " 2>&1" for standard error too).
+struct ShellRun {
+    int status = -1;
+    std::string out;
+};
+inline ShellRun run_shell(const std::string& command) {
+    ShellRun r;
+    FILE* p = ::popen(command.c_str(), "r");
+    if (!p) return r;
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.out.append(buf, n);
+    const int st = ::pclose(p);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return r;
+}
+
+// `s` quoted for /bin/sh.
+inline std::string sh_quote(const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
 inline std::string yq(const fs::path& p) { return "\"" + p.string() + "\""; }
 
 }  // namespace sightline::test

@@ -347,28 +347,6 @@ TEST_F(Recognition, ClientFieldsAndDeadline) {
 
 // --- the CLI ------------------------------------------------------------------------------------
 
-struct RunResult {
-    int status = -1;
-    std::string out;
-};
-
-RunResult run(const std::string& command) {
-    RunResult r;
-    FILE* p = ::popen(command.c_str(), "r");
-    if (!p) return r;
-    char buf[4096];
-    std::size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-    int st = ::pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return r;
-}
-
-std::string sh_quote(const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-}
 
 TEST(Cli, IngestThenQueryPrintsTheRightId) {
     TempDir dir("sightline-cli");
@@ -392,7 +370,7 @@ TEST(Cli, IngestThenQueryPrintsTheRightId) {
     const std::string cli = sh_quote(SIGHTLINE_CLI) + " --config " + sh_quote(cfg.string());
     const std::string log = " 2>>" + sh_quote((dir / "stderr.log").string());
 
-    RunResult ingest = run(cli + " ingest " + sh_quote(images.string()) + log);
+    ShellRun ingest = run_shell(cli + " ingest " + sh_quote(images.string()) + log);
     ASSERT_EQ(ingest.status, 0) << ingest.out << read_text(dir / "stderr.log");
     EXPECT_THAT(ingest.out, HasSubstr("ingested 10 of 10")) << ingest.out;
     EXPECT_TRUE(fs::exists(dir / "store" / "images" / (all[8].stem().string() + ".item")));
@@ -402,7 +380,7 @@ TEST(Cli, IngestThenQueryPrintsTheRightId) {
     const fs::path query = dir / "query.jpg";
     write_bytes(query, Bytes(photo.jpeg.begin(), photo.jpeg.end()));
 
-    RunResult q = run(cli + " --set limits.queue=4 query " + sh_quote(query.string()) + log);
+    ShellRun q = run_shell(cli + " --set limits.queue=4 query " + sh_quote(query.string()) + log);
     ASSERT_EQ(q.status, 0) << q.out << read_text(dir / "stderr.log");
     auto line = nlohmann::json::parse(q.out.substr(0, q.out.find('\n')), nullptr, false);
     ASSERT_FALSE(line.is_discarded()) << "not JSON: " << q.out;
@@ -416,7 +394,7 @@ TEST(Cli, IngestThenQueryPrintsTheRightId) {
 
     // A file that is not an image gives an error line and a non-zero status.
     write_text(dir / "bad.jpg", "nope");
-    RunResult bad = run(cli + " query " + sh_quote((dir / "bad.jpg").string()) + log);
+    ShellRun bad = run_shell(cli + " query " + sh_quote((dir / "bad.jpg").string()) + log);
     EXPECT_NE(bad.status, 0);
     auto bad_line = nlohmann::json::parse(bad.out.substr(0, bad.out.find('\n')), nullptr, false);
     ASSERT_FALSE(bad_line.is_discarded()) << bad.out;
@@ -439,13 +417,13 @@ TEST(Cli, TheBuiltInDefaultRunsFromAnyDirectory) {
                                sh_quote((dir / "data").string()) + " " + sh_quote(SIGHTLINE_CLI);
     const std::string log = " 2>" + sh_quote((dir / "stderr.log").string());
 
-    RunResult ingest = run(in_dir + " ingest images" + log);
+    ShellRun ingest = run_shell(in_dir + " ingest images" + log);
     ASSERT_EQ(ingest.status, 0) << ingest.out << read_text(dir / "stderr.log");
     EXPECT_THAT(ingest.out, HasSubstr("ingested 8 of 8")) << ingest.out;
     EXPECT_THAT(read_text(dir / "stderr.log"), HasSubstr("vocabulary 'surf-default.voc'"));
     EXPECT_TRUE(fs::exists(dir / "data" / "gallery" / "images" / (all[5].stem().string() + ".item")));
 
-    RunResult q = run(in_dir + " query query.jpg" + log);
+    ShellRun q = run_shell(in_dir + " query query.jpg" + log);
     ASSERT_EQ(q.status, 0) << q.out << read_text(dir / "stderr.log");
     auto line = nlohmann::json::parse(q.out.substr(0, q.out.find('\n')), nullptr, false);
     ASSERT_FALSE(line.is_discarded()) << "not JSON: " << q.out;
@@ -456,7 +434,7 @@ TEST(Cli, TheBuiltInDefaultRunsFromAnyDirectory) {
     const std::string elsewhere = "cd " + sh_quote(dir.path().string()) + " && SIGHTLINE_SHARE=" +
                                   sh_quote((dir / "empty").string()) + " SIGHTLINE_DATA=" +
                                   sh_quote((dir / "data").string()) + " " + sh_quote(SIGHTLINE_CLI);
-    RunResult refused = run(elsewhere + " query query.jpg" + log);
+    ShellRun refused = run_shell(elsewhere + " query query.jpg" + log);
     EXPECT_NE(refused.status, 0);
     EXPECT_THAT(read_text(dir / "stderr.log"), HasSubstr("vocabulary 'surf-default.voc' is not in storage 'vocab'"));
 }
@@ -496,8 +474,8 @@ TEST(Cli, SurfFeaturesAreTheSameWithAndWithoutAvx2) {
                        "    features: { type: surf, hessian_threshold: 5, max_features: 3000 }\n"
                        "    index: { type: bruteforce }\n"
                        "logging: { level: warn }\n");
-        const RunResult r =
-            run(env + " " + sh_quote(SIGHTLINE_CLI) + " --config " + sh_quote(cfg.string()) +
+        const ShellRun r =
+            run_shell(env + " " + sh_quote(SIGHTLINE_CLI) + " --config " + sh_quote(cfg.string()) +
                 " ingest " + sh_quote(images.string()) + " 2>&1");
         EXPECT_EQ(r.status, 0) << r.out;
         std::map<std::string, std::string> records;

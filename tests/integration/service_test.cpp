@@ -365,28 +365,6 @@ TEST(HostServiceGallery, DamagedItemsAreReportedNotServed) {
 
 // --- one writer per gallery: `sightline ingest` beside a running `sightline serve` -------------
 
-struct CliRun {
-    int status = -1;
-    std::string out;
-};
-
-// Runs a shell command; stdout and stderr together.
-CliRun run(const std::string& command) {
-    CliRun r;
-    FILE* p = ::popen((command + " 2>&1").c_str(), "r");
-    if (!p) return r;
-    char buf[4096];
-    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.out.append(buf, n);
-    const int st = ::pclose(p);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    return r;
-}
-
-std::string sh_quote(const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-}
 
 // `sightline --config CONFIG serve` in a child process, output to a log file.
 struct Server {
@@ -445,9 +423,9 @@ struct CliGallery {
                              "transports:\n  - { type: http, listen: \"127.0.0.1:0\" }\n");
     }
     fs::path config() const { return dir / "serve.yaml"; }
-    CliRun ingest() const {
-        return run(sh_quote(SIGHTLINE_CLI) + " --config " + sh_quote(config().string()) + " --log-level warn ingest " +
-                   sh_quote((dir / "in").string()));
+    ShellRun ingest() const {
+        return run_shell(sh_quote(SIGHTLINE_CLI) + " --config " + sh_quote(config().string()) +
+                         " --log-level warn ingest " + sh_quote((dir / "in").string()) + " 2>&1");
     }
     fs::path dir;
 };
@@ -458,7 +436,7 @@ TEST(GalleryLease, IngestIsRefusedWhileServeHoldsTheGalleryAndAllowedAfterIt) {
     {
         Server serve(g.config(), dir / "serve.log");
         ASSERT_TRUE(serve.ready()) << read_text(dir / "serve.log");
-        CliRun refused = g.ingest();
+        ShellRun refused = g.ingest();
         EXPECT_NE(refused.status, 0) << refused.out;
         EXPECT_THAT(refused.out, HasSubstr("sightline serve"));
         EXPECT_THAT(refused.out, HasSubstr("pid " + std::to_string(serve.pid)));
@@ -466,7 +444,7 @@ TEST(GalleryLease, IngestIsRefusedWhileServeHoldsTheGalleryAndAllowedAfterIt) {
         EXPECT_THAT(refused.out, ::testing::Not(HasSubstr("ingested")));
         EXPECT_EQ(serve.stop(SIGTERM), 0) << read_text(dir / "serve.log");
     }
-    CliRun allowed = g.ingest();
+    ShellRun allowed = g.ingest();
     EXPECT_EQ(allowed.status, 0) << allowed.out;
     EXPECT_THAT(allowed.out, HasSubstr("ingested 3 of 3"));
 }
@@ -480,7 +458,7 @@ TEST(GalleryLease, AServerKilledWithSigkillDoesNotBlockIngestForever) {
         EXPECT_EQ(serve.stop(SIGKILL), 128 + SIGKILL);
     }
     // Its lease is still in the storage, but its process is gone.
-    CliRun allowed = g.ingest();
+    ShellRun allowed = g.ingest();
     EXPECT_EQ(allowed.status, 0) << allowed.out;
     EXPECT_THAT(allowed.out, HasSubstr("ingested 3 of 3"));
 }
@@ -493,13 +471,13 @@ TEST(GalleryLease, AHoldingHostKeepsIngestOutAndAnIngestKeepsServeFromStarting) 
     auto host = std::make_unique<Host>(load_config_file(g.config()));
     {
         GalleryLease lease(host->gallery(), GalleryLease::Kind::serve);
-        CliRun refused = g.ingest();
+        ShellRun refused = g.ingest();
         EXPECT_NE(refused.status, 0) << refused.out;
         EXPECT_THAT(refused.out, HasSubstr("pid " + std::to_string(::getpid())));
         // Another server may share the gallery.
         GalleryLease another(host->gallery(), GalleryLease::Kind::serve);
     }
-    CliRun allowed = g.ingest();
+    ShellRun allowed = g.ingest();
     EXPECT_EQ(allowed.status, 0) << allowed.out;
     {
         GalleryLease lease(host->gallery(), GalleryLease::Kind::ingest);
